@@ -1,0 +1,37 @@
+"""The `si-bench` command: a thin typer layer over the Python API in `harness.api`.
+
+One module per command; each defines `command(...)`, registered here under its name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from harness.errors import SIBenchError
+
+COMMANDS = {
+    "evaluate": "evaluate",
+    "sql": "sql",
+}
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="si-bench: measure, train and forecast LLM self-improvement (solver-verifier gap).",
+)
+
+for _name, _module in COMMANDS.items():
+    _cmd = importlib.import_module(f"harness.cli.{_module}").command
+    app.command(_name, help=_cmd.__doc__)(_cmd)
+
+
+def main() -> None:
+    try:
+        app()
+    except SIBenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,36 @@
+"""Deterministic fault injection for resume tests: SI_BENCH_FAIL_AT="point:n[:kill]".
+
+At the n-th time `point(name)` is reached, raise `InjectedFault` (or, with `:kill`, SIGKILL this
+process, a real crash). Costs one dictionary lookup when unset.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+
+_reached: Counter = Counter()
+
+
+class InjectedFault(RuntimeError):
+    """A simulated crash."""
+
+
+def point(name: str) -> None:
+    spec = os.environ.get("SI_BENCH_FAIL_AT")
+    if not spec:
+        return
+    target, _, rest = spec.partition(":")
+    if target != name:
+        return
+    count, _, mode = rest.partition(":")
+    _reached[name] += 1
+    if _reached[name] == int(count or 1):
+        if mode == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise InjectedFault(f"injected fault at {name} #{_reached[name]}")
+
+
+def reset() -> None:
+    _reached.clear()

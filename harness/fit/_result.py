@@ -1,0 +1,209 @@
+"""Result dataclasses and their strict-JSON form (no NaN/Infinity: non-finite numbers become null + reason)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from harness.fit._coupled import CoupledFit, curves
+
+COUPLED_QUANTITIES = ("rate", "solver_limit", "verifier_limit", "gap_limit", "alpha_over_beta", "alpha_k", "beta_k")
+MIN_FINITE_SHARE = 0.9
+
+
+@dataclass
+class FitOptions:
+    n_boot: int = 500
+    seed: int = 0
+    eps: float | None = None  # Corollary 3.2 tolerance; default 0.01 * |G_0|
+    holdout: float = 0.4  # share of points held out in the backtest
+    unit: str = "total"  # label: which uncertainty was fitted (total or per_token)
+    rate_unit: str = "round"  # label: the unit of t (round, epoch, ...)
+
+
+def _num(x: Any) -> Any:
+    if isinstance(x, (np.floating, np.integer)):
+        x = x.item()
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def clean(obj: Any) -> Any:
+    """Recursively make obj strict-JSON safe. A dict in which a non-finite number was nulled gets a
+    "reason" key (unless it already has one)."""
+    if isinstance(obj, dict):
+        out, bad = {}, []
+        for k, v in obj.items():
+            v = _num(v)
+            if isinstance(v, float) and not math.isfinite(v):
+                out[k] = None
+                bad.append(str(k))
+            elif isinstance(v, (list, tuple, np.ndarray)) and any(
+                isinstance(_num(e), float) and not math.isfinite(_num(e)) for e in v
+            ):
+                out[k] = [None if (isinstance(_num(e), float) and not math.isfinite(_num(e))) else clean(e) for e in v]
+                bad.append(str(k))
+            else:
+                out[k] = clean(v)
+        if bad and "reason" not in out:
+            out["reason"] = "not finite (fit undefined or unstable): " + ", ".join(bad)
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [None if (isinstance(_num(e), float) and not math.isfinite(_num(e))) else clean(e) for e in obj]
+    if isinstance(obj, np.ndarray):
+        return clean(obj.tolist())
+    return _num(obj)
+
+
+def boot_ci(samples: np.ndarray | None) -> tuple[list[float] | None, str | None]:
+    """Percentile 95% interval of the bootstrap fits."""
+    if samples is None or len(samples) == 0:
+        return None, "no bootstrap replicates"
+    s = np.asarray(samples, dtype=float)
+    ok = np.isfinite(s)
+    if ok.mean() < MIN_FINITE_SHARE:
+        return None, f"bootstrap unstable: only {100 * ok.mean():.0f}% of replicate fits finite"
+    lo, hi = np.percentile(s[ok], [2.5, 97.5])
+    return [float(lo), float(hi)], None
+
+
+def _t_to_eps(lam: np.ndarray, delta: np.ndarray, eps: float) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.log(np.abs(delta) / eps) / lam
+    t = np.where(np.abs(delta) <= eps, 0.0, t)
+    return np.where(lam > 0, t, np.nan)
+
+
+@dataclass
+class FitResult:
+    coupled: CoupledFit
+    options: FitOptions
+    eps: float
+    linearisation: dict
+    alternatives: dict
+    backtest: dict
+    accuracy: dict | None = None
+    notes: list[str] = field(default_factory=list)
+
+    # ---- core quantities -------------------------------------------------------------
+    def quantity(self, name: str) -> dict:
+        c = self.coupled
+        est = c.point[name]
+        ci, reason = boot_ci(c.boot.get(name))
+        out: dict[str, Any] = {"estimate": est, "ci95": ci}
+        if name in c.se:
+            out["se"] = c.se[name]
+        if name == "rate" and c.at_bound:
+            reason = (reason + "; " if reason else "") + "rate at the edge of the search range (weakly identified)"
+        if reason:
+            out["reason"] = reason
+        return out
+
+    def t_to_eps(self) -> dict:
+        c = self.coupled
+        lam, delta = c.point["lam"], c.point["delta"]
+        out: dict[str, Any] = {"eps": self.eps, "rate_unit": self.options.rate_unit}
+        scale = max(abs(c.point["a_s"]), abs(c.point["a_v"]), 1e-300)
+        if not (lam > 0) or not math.isfinite(lam):
+            return {**out, "estimate": None, "ci95": None, "reason": "rate <= 0: the gap does not converge"}
+        if abs(delta) <= 1e-9 * scale:
+            return {**out, "estimate": None, "ci95": None,
+                    "reason": "delta ~ 0: the gap starts at its limit (t_to_eps undefined)"}
+        if not (self.eps > 0):
+            return {**out, "estimate": None, "ci95": None, "reason": "eps must be > 0"}
+        est = float(_t_to_eps(np.array([lam]), np.array([delta]), self.eps)[0])
+        ci, reason = boot_ci(_t_to_eps(c.boot["lam"], c.boot["delta"], self.eps)) if c.boot else (None, "no bootstrap")
+        out.update({"estimate": est, "ci95": ci, "delta": delta})
+        if reason:
+            out["reason"] = reason
+        return out
+
+    # ---- public ------------------------------------------------------------------------
+    def to_json(self) -> dict:
+        c = self.coupled
+        out: dict[str, Any] = {}
+        for q in COUPLED_QUANTITIES:
+            out[q] = self.quantity(q)
+            if q == "rate":
+                out["rate_unit"] = self.options.rate_unit
+        out["t_to_eps"] = self.t_to_eps()
+        out["r2"] = dict(c.r2)
+        out["n_points"] = int(len(c.t))
+        out["unit"] = self.options.unit
+        out["bootstrap"] = {"kind": c.bootstrap, "n": int(len(c.boot.get("lam", []))),
+                            "interval": "percentile"}
+        out["linearisation"] = self.linearisation
+        out["alternatives"] = self.alternatives
+        out["backtest"] = self.backtest
+        if self.accuracy:
+            out["accuracy"] = self.accuracy
+        if self.notes:
+            out["notes"] = list(self.notes)
+        return clean(out)
+
+    def curve(self, t_grid) -> dict[str, np.ndarray]:
+        c = self.coupled
+        tg = np.asarray(t_grid, dtype=float)
+        p = {k: np.array([c.point[k]]) for k in ("lam", "us_inf", "uv_inf", "a_s", "a_v")}
+        s, v = curves(p, tg)
+        out = {"t": tg, "solver": s[0], "verifier": v[0], "gap": s[0] - v[0]}
+        if c.boot:
+            bs, bv = curves(c.boot, tg)
+            for name, arr in (("solver", bs), ("verifier", bv), ("gap", bs - bv)):
+                with np.errstate(all="ignore"):
+                    lo, hi = np.nanpercentile(arr, [2.5, 97.5], axis=0)
+                out[f"{name}_lo"], out[f"{name}_hi"] = lo, hi
+        return out
+
+    def rows(self) -> list[dict]:
+        """Flat rows for the store's `fits` table (the caller adds fit_key, run_id, dataset, ...)."""
+        j = self.to_json()
+        rows: list[dict] = []
+
+        def add(law, quantity, q, r2=None, details=None):
+            if not isinstance(q, dict):
+                q = {"estimate": q}
+            ci = q.get("ci95") or [None, None]
+            rows.append({"law": law, "quantity": quantity, "estimate": q.get("estimate"),
+                         "ci_low": ci[0], "ci_high": ci[1], "reason": q.get("reason"), "r2": r2,
+                         "details": {k: v for k, v in q.items() if k not in ("estimate", "ci95", "reason")} | (details or {})})
+
+        r2c = j["r2"]
+        r2_for = {"solver_limit": r2c.get("solver"), "verifier_limit": r2c.get("verifier"), "gap_limit": r2c.get("gap")}
+        for q in COUPLED_QUANTITIES:
+            add("coupled", q, j[q], r2_for.get(q), {"rate_unit": j["rate_unit"], "unit": j["unit"]})
+        add("coupled", "t_to_eps", j["t_to_eps"])
+        lin = j["linearisation"]
+        for q in ("rate", "gap_limit"):
+            if q in lin:
+                add("linearised", q, lin[q], lin.get("r2"))
+        for law, res in j["alternatives"].items():
+            for series, params in res["params"].items():
+                for k, v in params.items():
+                    add(law, f"{series}_{k}", v, res["r2"].get(series))
+        bt = j["backtest"]
+        for law, v in (bt.get("rmse") or {}).items():
+            add(law, "backtest_rmse", v, details={"holdout": bt.get("holdout")})
+        for law, v in (bt.get("skill_vs_persistence") or {}).items():
+            add(law, "skill_vs_persistence", v, details={"holdout": bt.get("holdout")})
+        for series, acc in (j.get("accuracy") or {}).items():
+            if "limit" in acc:
+                add("saturation", f"{series}_accuracy_limit", acc["limit"], acc.get("r2"))
+                add("saturation", f"{series}_accuracy_rate", acc["rate"], acc.get("r2"))
+        return rows
+
+
+@dataclass
+class GroupFitResult:
+    group_by: str
+    fits: dict[str, FitResult]
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        groups = [{"group": g, **f.to_json()} for g, f in self.fits.items()]
+        groups += [{"group": g, "error": e} for g, e in self.errors.items()]
+        return clean({"group_by": self.group_by, "groups": groups})

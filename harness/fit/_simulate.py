@@ -1,0 +1,120 @@
+"""Simulator of the solver-verifier gap dynamics, with optional cross-improvement.
+
+dU_s/dt = -alpha E, dU_v/dt = -beta E, E = k (U_s - U_v) - b, alpha > beta >= 0, k > 0.
+Closed form (lam = k (alpha - beta), delta = G_0 - b/k):
+    U_s(t) = U_s,inf + alpha/(alpha-beta) delta e^{-lam t},  U_v(t) = U_s(t) - G(t),  G(t) = b/k + delta e^{-lam t}.
+Cross-improvement: in round r with external data share eta_r the verifier uncertainty entering the round
+is replaced by U_v / (1 + gamma eta_r) (the state carries on from there); the round itself is the exact
+closed-form step of length dt.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from harness.errors import SIBenchError
+
+
+def _check(alpha: float, beta: float, k: float, b: float, us0: float, uv0: float) -> None:
+    vals = dict(alpha=alpha, beta=beta, k=k, b=b, us0=us0, uv0=uv0)
+    bad = [n for n, v in vals.items() if not np.isfinite(v)]
+    if bad:
+        raise SIBenchError(f"non-finite parameter(s): {', '.join(bad)}")
+    if not alpha > beta:
+        raise SIBenchError(f"the model needs alpha > beta (got alpha={alpha:g}, beta={beta:g})")
+    if beta < 0:
+        raise SIBenchError(f"the model needs beta >= 0 (got {beta:g})")
+    if not k > 0:
+        raise SIBenchError(f"the model needs k > 0 (got {k:g})")
+
+
+def predicted_limits(alpha: float, beta: float, k: float, b: float, us0: float, uv0: float) -> dict[str, float]:
+    _check(alpha, beta, k, b, us0, uv0)
+    us_inf = (alpha * uv0 - beta * us0 + alpha * b / k) / (alpha - beta)
+    return {"rate": k * (alpha - beta), "solver_limit": us_inf, "verifier_limit": us_inf - b / k,
+            "gap_limit": b / k, "delta": (us0 - uv0) - b / k, "alpha_over_beta": alpha / beta if beta > 0 else float("inf"),
+            "alpha_k": alpha * k, "beta_k": beta * k}
+
+
+def _step(us: float, uv: float, alpha: float, beta: float, k: float, b: float, dt: float) -> tuple[float, float]:
+    """Exact closed-form evolution over dt from (us, uv)."""
+    lam = k * (alpha - beta)
+    delta = (us - uv) - b / k
+    f = np.expm1(-lam * dt)  # e^{-lam dt} - 1
+    return us + alpha / (alpha - beta) * delta * f, uv + beta / (alpha - beta) * delta * f
+
+
+def _shares(shares, rounds: int) -> np.ndarray:
+    try:
+        eta = np.asarray([float(x) for x in shares], dtype=float)
+    except (TypeError, ValueError):
+        raise SIBenchError("shares must be numbers") from None
+    if len(eta) != rounds:
+        raise SIBenchError(f"shares has {len(eta)} values but rounds = {rounds}: give one share per round")
+    if not np.all(np.isfinite(eta)) or np.any(eta < 0):
+        raise SIBenchError("shares must be finite and >= 0")
+    if abs(eta.sum() - 1.0) > 1e-6:
+        raise SIBenchError(f"shares must sum to 1 (within 1e-6); they sum to {eta.sum():.8g}")
+    return eta
+
+
+def simulate(alpha: float, beta: float, k: float, b: float, us0: float, uv0: float, rounds: int,
+             shares=None, gamma: float = 0.0, dt: float = 1.0) -> pd.DataFrame:
+    """Trajectory at t = 0, dt, ..., rounds*dt. Columns t, solver_uncertainty, verifier_uncertainty, gap
+    (and external_share, the share used in the round ending at t, when shares are given)."""
+    _check(alpha, beta, k, b, us0, uv0)
+    if int(rounds) != rounds or rounds < 1:
+        raise SIBenchError(f"rounds must be a positive integer (got {rounds})")
+    rounds = int(rounds)
+    if not (np.isfinite(dt) and dt > 0):
+        raise SIBenchError(f"dt must be > 0 (got {dt})")
+    if not (np.isfinite(gamma) and gamma >= 0):
+        raise SIBenchError(f"gamma must be >= 0 (got {gamma})")
+    t = np.arange(rounds + 1, dtype=float) * dt
+    if shares is None:
+        lim = predicted_limits(alpha, beta, k, b, us0, uv0)
+        e = np.exp(-lim["rate"] * t)
+        s = lim["solver_limit"] + alpha / (alpha - beta) * lim["delta"] * e
+        v = lim["verifier_limit"] + beta / (alpha - beta) * lim["delta"] * e
+        return pd.DataFrame({"t": t, "solver_uncertainty": s, "verifier_uncertainty": v, "gap": s - v})
+    eta = _shares(shares, rounds)
+    s, v = np.empty(rounds + 1), np.empty(rounds + 1)
+    s[0], v[0] = us0, uv0
+    for r in range(rounds):
+        uv_eff = v[r] / (1.0 + gamma * eta[r])
+        s[r + 1], v[r + 1] = _step(s[r], uv_eff, alpha, beta, k, b, dt)
+    return pd.DataFrame({"t": t, "solver_uncertainty": s, "verifier_uncertainty": v, "gap": s - v,
+                         "external_share": np.concatenate([[0.0], eta])})
+
+
+def allocations(rounds: int) -> dict[str, np.ndarray]:
+    early = np.zeros(rounds)
+    early[0] = 1.0
+    late = np.zeros(rounds)
+    late[-1] = 1.0
+    return {"early": early, "uniform": np.full(rounds, 1.0 / rounds), "late": late}
+
+
+def compare_allocations(alpha: float, beta: float, k: float, b: float, us0: float, uv0: float, rounds: int,
+                        gamma: float, dt: float = 1.0) -> dict:
+    """Solver uncertainty for the same external-data budget spent early (all in round 1), uniformly, or late
+    (all in the last round). `final_solver`: after the last round; `converged_solver`: the limit reached if
+    self-improvement continues after the last round without external data (Proposition 5.1 concerns this:
+    it depends on the total external data and only weakly, through U_v at injection time, on timing)."""
+    out: dict = {"final_solver": {}, "converged_solver": {}}
+    for name, eta in allocations(int(rounds)).items():
+        df = simulate(alpha, beta, k, b, us0, uv0, rounds, shares=eta, gamma=gamma, dt=dt)
+        us, uv = float(df["solver_uncertainty"].iloc[-1]), float(df["verifier_uncertainty"].iloc[-1])
+        out["final_solver"][name] = us
+        out["converged_solver"][name] = predicted_limits(alpha, beta, k, b, us, uv)["solver_limit"]
+    base = simulate(alpha, beta, k, b, us0, uv0, rounds, dt=dt)
+    out["no_external_data"] = {"final_solver": float(base["solver_uncertainty"].iloc[-1]),
+                               "converged_solver": predicted_limits(alpha, beta, k, b, us0, uv0)["solver_limit"]}
+    for key in ("final_solver", "converged_solver"):
+        vals = np.array(list(out[key].values()))
+        diff = float(vals.max() - vals.min())
+        gain = out["no_external_data"][key] - float(vals.mean())
+        out[f"max_difference_{key.split('_')[0]}"] = diff
+        out[f"difference_over_gain_{key.split('_')[0]}"] = diff / gain if gain != 0 else None
+    return out

@@ -1,0 +1,98 @@
+"""Glue to lm-eval: stage documents for our tasks, run them, read back per-sample results.
+
+Only our own tasks in tasks/ are indexed (`include_defaults=False`): indexing lm-eval's 14,000 stock
+tasks costs seconds on every call.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any, Iterator
+
+from harness.datasets import Prompt, get_dataset
+
+_STAGED: dict[str, Any] = {}
+
+
+@lru_cache(maxsize=1)
+def task_manager():
+    from lm_eval.tasks import TaskManager
+
+    from tasks import TASKS_DIR
+
+    return TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
+
+
+def build_task(spec: dict):
+    """A registered task with config overrides merged in (lm-eval's inline dict specs replace, not merge)."""
+    manager = task_manager()
+    entry = manager._entry(spec["task"])  # noqa: SLF001 - the public loader has no merge-overrides route
+    return manager._factory.build(entry, overrides=spec, registry=manager._index)  # noqa: SLF001
+
+
+def staged(key: str):
+    return _STAGED[key]
+
+
+@contextmanager
+def stage(train: list[dict], test: list[dict]) -> Iterator[str]:
+    """Make (few-shot, evaluated) documents available to a task under a fresh key."""
+    from datasets import Dataset, DatasetDict
+
+    key = uuid.uuid4().hex
+    _STAGED[key] = DatasetDict({"train": Dataset.from_list(train), "test": Dataset.from_list(test)})
+    try:
+        yield key
+    finally:
+        _STAGED.pop(key, None)
+
+
+def solver_accuracy(doc: dict, samples: list[str]) -> float:
+    dataset = get_dataset(doc["dataset"])
+    return sum(dataset.check(s, doc["answer"])[1] for s in samples) / max(len(samples), 1)
+
+
+def _docs(prompts: list[Prompt], dataset: str) -> list[dict]:
+    return [{**p.as_doc(), "dataset": dataset} for p in prompts]
+
+
+def run_task(lm, spec: dict, *, apply_chat_template: bool) -> list[dict]:
+    """Run one task spec (a registered task name plus overrides) and return lm-eval's per-doc samples."""
+    from lm_eval.evaluator import evaluate
+
+    quiet = logging.getLogger("lm_eval")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        task_dict = {spec["task"]: build_task(spec)}
+        results = evaluate(
+            lm=lm, task_dict=task_dict, bootstrap_iters=0, log_samples=True,
+            apply_chat_template=apply_chat_template, fewshot_as_multiturn=apply_chat_template,
+            verbosity="ERROR",
+        )
+    finally:
+        quiet.setLevel(level)
+    return sorted(results["samples"][spec["task"]], key=lambda s: s["doc_id"])
+
+
+def sample_solutions(lm, dataset: str, prompts: list[Prompt], fewshot: list[Prompt], *, n: int, shots: int,
+                     apply_chat_template: bool) -> list[list]:
+    """N sampled responses per prompt (each a `SampledText`), in prompt order."""
+    task = get_dataset(dataset).task
+    with stage(_docs(fewshot, dataset), _docs(prompts, dataset)) as key:
+        spec: dict[str, Any] = {"task": task, "dataset_kwargs": {"docs_key": key}, "repeats": n, "num_fewshot": shots}
+        samples = run_task(lm, spec, apply_chat_template=apply_chat_template)
+    by_id = {s["doc"]["prompt_id"]: s["filtered_resps"][0] for s in samples}
+    return [list(by_id[p.prompt_id]) for p in prompts]
+
+
+def choice_logliks(lm, task: str, docs: list[dict], fewshot: list[dict], *, shots: int,
+                   apply_chat_template: bool) -> list[list[float]]:
+    """Per-document log-likelihood of each answer choice of a multiple-choice task."""
+    with stage(fewshot, docs) as key:
+        spec = {"task": task, "dataset_kwargs": {"docs_key": key}, "num_fewshot": shots}
+        samples = run_task(lm, spec, apply_chat_template=apply_chat_template)
+    return [[float(r[0][0]) for r in s["resps"]] for s in samples]
