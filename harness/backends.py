@@ -17,7 +17,6 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils import handle_stop_sequences
 from lm_eval.models.utils_hf import stop_sequences_criteria
-from tqdm import tqdm
 
 from harness.errors import SIBenchError
 
@@ -116,6 +115,9 @@ class LogprobHFLM(HFLM):
         self.max_new_tokens = max_new_tokens  # a cap below the task's max_gen_toks
         self.on_batch: Callable[[int], None] | None = None
 
+    def loglikelihood(self, requests: list, disable_tqdm: bool = False):
+        return super().loglikelihood(requests, disable_tqdm=True)  # progress is the caller's (rich) bar
+
     def generate_until(self, requests: list, disable_tqdm: bool = False) -> list[str]:
         seeds = seeds_for(requests, self.seed_base)
         order = sorted(range(len(requests)), key=lambda i: -len(self.tok_encode(requests[i].args[0])))
@@ -124,7 +126,6 @@ class LogprobHFLM(HFLM):
         groups: dict[str, list[int]] = defaultdict(list)
         for i in order:
             groups[repr(sorted(requests[i].args[1].items()))].append(i)
-        pbar = tqdm(total=len(requests), disable=disable_tqdm, desc="Sampling", unit="sample")
         for indices in groups.values():
             for start in range(0, len(indices), batch_size):
                 batch = indices[start : start + batch_size]
@@ -133,10 +134,8 @@ class LogprobHFLM(HFLM):
                 )
                 for i, text in zip(batch, texts):
                     results[i] = text
-                pbar.update(len(batch))
                 if self.on_batch is not None:
                     self.on_batch(len(batch))
-        pbar.close()
         return results  # type: ignore[return-value]
 
     def _sample_batch(self, contexts: list[str], gen_kwargs: dict, seeds: list[int]) -> list[SampledText]:

@@ -109,7 +109,7 @@ class Evaluation:
 
     def __init__(self, cfg: EvalConfig, *, model: ModelRef | None = None, prompts: list[Prompt] | None = None,
                  run_id: str | None = None, t: float | None = None, t_unit: str | None = None,
-                 checkpoint_id: str | None = None, lm_factory: Callable[[str], Any] | None = None,
+                 round_: int | None = None, role: str | None = None, checkpoint_id: str | None = None, lm_factory: Callable[[str], Any] | None = None,
                  progress: Any = None):
         cfg.validate()
         self.cfg = cfg
@@ -120,7 +120,7 @@ class Evaluation:
         if not self.prompts:
             raise SIBenchError(f"no prompts to evaluate in {cfg.dataset}/{cfg.split}")
         self.fewshot = fewshot_pool(self.dataset)
-        self.run_id, self.t, self.t_unit = run_id, t, t_unit
+        self.run_id, self.t, self.t_unit, self.round, self.role = run_id, t, t_unit, round_, role
         self.checkpoint_id = checkpoint_id or self.model.identity
         self.settings = generation_settings(cfg, self.model.identity, self.prompts)
         self.gen_id = stable_hash(self.settings)
@@ -166,16 +166,15 @@ class Evaluation:
             ])
             if not con.execute("SELECT 1 FROM checkpoints WHERE checkpoint_id = ?", [self.checkpoint_id]).fetchall():
                 store.upsert(con, "checkpoints", [{
-                    "checkpoint_id": self.checkpoint_id, "run_id": self.run_id, "model_spec": self.model.spec,
+                    "checkpoint_id": self.checkpoint_id, "model_spec": self.model.spec,
                     "path": self.model.adapter or self.model.path, "weights_hash": self.model.identity,
                     "created_at": now,
                 }])
             if not con.execute("SELECT 1 FROM generations WHERE gen_id = ?", [self.gen_id]).fetchall():
                 store.upsert(con, "generations", [{
-                    "gen_id": self.gen_id, "checkpoint_id": self.checkpoint_id, "run_id": self.run_id,
-                    "model": self.model.spec, "backend": self.cfg.backend, "dataset": self.cfg.dataset,
+                    "gen_id": self.gen_id, "checkpoint_id": self.checkpoint_id, "model": self.model.spec, "backend": self.cfg.backend, "dataset": self.cfg.dataset,
                     "split": self.cfg.split, "n_prompts": len(self.prompts), "n_samples": self.cfg.samples,
-                    "t": self.t, "t_unit": self.t_unit, "settings": self.settings, "created_at": now,
+                    "settings": self.settings, "created_at": now,
                 }])
             if not con.execute("SELECT 1 FROM evaluations WHERE eval_id = ?", [self.eval_id]).fetchall():
                 store.upsert(con, "evaluations", [{
@@ -183,6 +182,11 @@ class Evaluation:
                     "verifier_key": self.verifier_key, "sigma": self.cfg.sigma,
                     "settings": {"verifier_shots": self.cfg.verifier_shots, "n_boot": self.cfg.n_boot},
                     "status": "running", "created_at": now,
+                }])
+            if self.run_id is not None:
+                store.upsert(con, "run_evals", [{
+                    "run_id": self.run_id, "eval_id": self.eval_id, "round": self.round, "t": self.t,
+                    "t_unit": self.t_unit, "role": self.role,
                 }])
 
     def _chunks(self, items: list) -> list[list]:
@@ -202,6 +206,8 @@ class Evaluation:
         todo = [p for p in self.prompts if p.prompt_id not in done]
         started = time.perf_counter()
         task = self._task("Sampling", len(todo) * self.cfg.samples)
+        if todo:
+            self.lm.on_batch = lambda n: self._advance(task, n)
         for chunk in self._chunks(todo):
             texts = lmeval.sample_solutions(
                 self.lm, self.cfg.dataset, chunk, self.fewshot, n=self.cfg.samples, shots=self.cfg.num_fewshot,
@@ -218,7 +224,6 @@ class Evaluation:
                     })
             with store.write(self.cfg.db) as con:
                 store.upsert(con, "samples", rows)
-            self._advance(task, len(rows))
             faults.point("sample_chunk")
         self.timings["sampling_s"] = time.perf_counter() - started
         return len(todo) * self.cfg.samples

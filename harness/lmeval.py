@@ -26,6 +26,18 @@ def task_manager():
     return TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
 
 
+@contextmanager
+def quiet() -> Iterator[None]:
+    """lm-eval logs a warning per task build about custom datasets; ours are custom by design."""
+    logger = logging.getLogger("lm_eval")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def build_task(spec: dict):
     """A registered task with config overrides merged in (lm-eval's inline dict specs replace, not merge)."""
     manager = task_manager()
@@ -63,18 +75,13 @@ def run_task(lm, spec: dict, *, apply_chat_template: bool) -> list[dict]:
     """Run one task spec (a registered task name plus overrides) and return lm-eval's per-doc samples."""
     from lm_eval.evaluator import evaluate
 
-    quiet = logging.getLogger("lm_eval")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
+    with quiet():
         task_dict = {spec["task"]: build_task(spec)}
         results = evaluate(
             lm=lm, task_dict=task_dict, bootstrap_iters=0, log_samples=True,
             apply_chat_template=apply_chat_template, fewshot_as_multiturn=apply_chat_template,
             verbosity="ERROR",
         )
-    finally:
-        quiet.setLevel(level)
     return sorted(results["samples"][spec["task"]], key=lambda s: s["doc_id"])
 
 
@@ -96,3 +103,20 @@ def choice_logliks(lm, task: str, docs: list[dict], fewshot: list[dict], *, shot
         spec = {"task": task, "dataset_kwargs": {"docs_key": key}, "num_fewshot": shots}
         samples = run_task(lm, spec, apply_chat_template=apply_chat_template)
     return [[float(r[0][0]) for r in s["resps"]] for s in samples]
+
+
+def render_contexts(dataset: str, prompts: list[Prompt], fewshot: list[Prompt], *, shots: int,
+                    apply_chat_template: bool, tokenizer=None) -> list[str]:
+    """The exact solver prompts lm-eval renders (few-shot, chat template), so training sees what sampling saw."""
+    task_name = get_dataset(dataset).task
+    chat = None
+    if apply_chat_template:
+        def chat(history: list[dict], add_generation_prompt: bool = True) -> str:
+            return tokenizer.apply_chat_template(history, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    with stage(_docs(fewshot, dataset), _docs(prompts, dataset)) as key, quiet():
+        task = build_task({"task": task_name, "dataset_kwargs": {"docs_key": key}, "num_fewshot": shots, "repeats": 1})
+        task.build_all_requests(apply_chat_template=apply_chat_template, fewshot_as_multiturn=apply_chat_template,
+                                chat_template=chat)
+        contexts = {inst.doc["prompt_id"]: inst.args[0] for inst in task.instances}
+    return [contexts[p.prompt_id] for p in prompts]

@@ -36,9 +36,12 @@ MIGRATIONS: list[str] = [
         dataset VARCHAR, split VARCHAR, prompt_id VARCHAR, question VARCHAR, reference VARCHAR,
         answer VARCHAR, meta JSON, PRIMARY KEY (dataset, split, prompt_id));
     CREATE TABLE IF NOT EXISTS generations (
-        gen_id VARCHAR PRIMARY KEY, checkpoint_id VARCHAR, run_id VARCHAR, model VARCHAR,
+        gen_id VARCHAR PRIMARY KEY, checkpoint_id VARCHAR, model VARCHAR,
         backend VARCHAR, dataset VARCHAR, split VARCHAR, n_prompts INTEGER, n_samples INTEGER,
-        t DOUBLE, t_unit VARCHAR, settings JSON, created_at TIMESTAMP);
+        settings JSON, created_at TIMESTAMP);
+    CREATE TABLE IF NOT EXISTS run_evals (
+        run_id VARCHAR, eval_id VARCHAR, round INTEGER, t DOUBLE, t_unit VARCHAR, role VARCHAR,
+        PRIMARY KEY (run_id, eval_id));
     CREATE TABLE IF NOT EXISTS samples (
         gen_id VARCHAR, prompt_id VARCHAR, sample_idx INTEGER, text VARCHAR, answer VARCHAR,
         correct BOOLEAN, nll DOUBLE, n_tokens INTEGER, PRIMARY KEY (gen_id, prompt_id, sample_idx));
@@ -61,17 +64,24 @@ MIGRATIONS: list[str] = [
         reason VARCHAR, r2 DOUBLE, details JSON, fitted_at TIMESTAMP,
         PRIMARY KEY (fit_key, law, quantity));
     """,
+    # 2: self-improvement rounds: what each round trained on, and where it came from.
+    """
+    CREATE TABLE IF NOT EXISTS training_data (
+        run_id VARCHAR, round INTEGER, prompt_id VARCHAR, source VARCHAR, eval_id VARCHAR,
+        sample_idx INTEGER, score DOUBLE, completion VARCHAR, PRIMARY KEY (run_id, round, prompt_id));
+    ALTER TABLE runs ADD COLUMN IF NOT EXISTS external_used INTEGER DEFAULT 0;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # Views are recreated on every open so that they always match the code.
 SUMMARY_VIEW = """
 CREATE OR REPLACE VIEW summary AS
-SELECT e.eval_id, g.gen_id, g.run_id, c.round, g.t, g.t_unit, g.model, g.backend, g.dataset, g.split,
+SELECT e.eval_id, g.gen_id, r.run_id, r.round, r.t, r.t_unit, r.role, g.model, g.backend, g.dataset, g.split,
        e.verifier, e.sigma, g.n_prompts, g.n_samples,
        {cols},
        e.status, e.created_at, e.finished_at
-FROM evaluations e JOIN generations g USING (gen_id) LEFT JOIN checkpoints c USING (checkpoint_id)
+FROM evaluations e JOIN generations g USING (gen_id) LEFT JOIN run_evals r USING (eval_id)
 """
 SUMMARY_MEASURES = {
     "solver_acc": "solver_acc", "verifier_acc": "verifier_acc", "U_s": "solver_nll",

@@ -6,7 +6,17 @@ One module per command; each defines `command(...)`, registered here under its n
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import warnings
+
+# Our own rich progress bars replace the libraries' tqdm bars (tqdm reads this at import time).
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+warnings.filterwarnings("ignore", category=UserWarning)
+warnings.filterwarnings("ignore", category=FutureWarning)
+warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 import typer
 
@@ -15,6 +25,8 @@ from harness.errors import SIBenchError
 COMMANDS = {
     "evaluate": "evaluate",
     "sql": "sql",
+    "fit": "fit",
+    "simulate": "simulate",
 }
 
 app = typer.Typer(

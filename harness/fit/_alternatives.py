@@ -2,7 +2,7 @@
 
 - separate_exp: U(t) = c + a exp(-r t), each series with its own rate r.
 - power_law:    U(t) = c + a (t + 1)^(-p), each series with its own exponent p
-                (shift 1 in units of t keeps t = 0 finite; fitted by variable projection).
+                (shift 1 in units of t keeps t = 0 finite, larger if t < 0; fitted by variable projection).
 - persistence:  the forecast is the last observed value; its in-sample r2 is that of the
                 one-step-ahead forecast y_hat(t_i) = y(t_{i-1}).
 """
@@ -40,11 +40,12 @@ def predict_separate_exp(params: dict[str, dict[str, float]], t: np.ndarray) -> 
 
 def fit_power_law(t: np.ndarray, y: np.ndarray) -> dict[str, dict[str, float]]:
     t = np.asarray(t, dtype=float)
+    shift = POWER_SHIFT if t.min() >= 0 else POWER_SHIFT - float(t.min())  # keep t + shift >= 1
     out = {}
     for j, name in enumerate(SERIES[: y.shape[1]]):
-        r = vp_fit(t, y[None, :, j : j + 1], power_basis(POWER_SHIFT), *POWER_BOUNDS)
+        r = vp_fit(t, y[None, :, j : j + 1], power_basis(shift), *POWER_BOUNDS)
         out[name] = {"limit": float(r.intercept[0, 0]), "amplitude": float(r.amplitude[0, 0]),
-                     "exponent": float(r.theta[0]), "shift": POWER_SHIFT}
+                     "exponent": float(r.theta[0]), "shift": shift}
     return out
 
 

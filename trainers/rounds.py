@@ -1,0 +1,287 @@
+"""Self-improvement rounds: sample -> self-verify -> best-of-N -> (external data) -> SFT -> evaluate.
+
+Every step reads what the store already holds and does only what is missing, so a run killed at
+any moment continues from its last finished step with the same command. The sampling that builds a
+round's training data is that checkpoint's train-split measurement (stored as an evaluation, never
+generated twice).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from harness import faults, store
+from harness.datasets import Prompt, get_dataset, sample_prompts
+from harness.errors import SIBenchError
+from harness.evaluation import EvalConfig, Evaluation, EvalResult, fewshot_pool
+from harness.models import ModelRef, resolve_model
+from trainers.config import SelfImproveConfig
+from trainers.external import check_budget, choose_prompts, source_for
+from trainers.sft import checkpoint_ref, fine_tune
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _versions() -> dict:
+    from importlib.metadata import version
+
+    return {pkg: version(pkg) for pkg in ("si-bench", "lm_eval", "trl", "transformers", "torch", "peft")}
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def eval_config(cfg: SelfImproveConfig, db: str, split: str, limit: int | None) -> EvalConfig:
+    return EvalConfig(
+        model=cfg.model, dataset=cfg.dataset, split=split, limit=limit, samples=cfg.samples, verifier=cfg.verifier,
+        sigma=cfg.sigma, num_fewshot=cfg.num_fewshot, verifier_shots=cfg.verifier_shots,
+        apply_chat_template=cfg.apply_chat_template, backend=cfg.backend, batch_size=cfg.batch_size,
+        max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, n_boot=cfg.n_boot, db=db,
+    )
+
+
+def model_picks(spec: str, prompts: list[Prompt], *, cfg: SelfImproveConfig, db: str, progress: Any = None) -> dict[str, str]:
+    """Another model's best-of-N picks on the training prompts (an external source), stored as its evaluation."""
+    ecfg = replace(eval_config(cfg, db, "train", None), model=spec)
+    result = Evaluation(ecfg, prompts=prompts, progress=progress).run()
+    return result.picks
+
+
+class SelfImproveRun:
+    """One run in the store: its configuration, checkpoints and measurements."""
+
+    def __init__(self, cfg: SelfImproveConfig, db: str = store.DEFAULT_DB, workdir: str | None = None,
+                 progress: Any = None, log: Any = print):
+        cfg.validate()
+        self.cfg, self.db, self.progress, self.log = cfg, db, progress, log
+        self.run_id = cfg.run_id
+        self.workdir = Path(workdir or Path(db).resolve().parent / "si-bench-runs") / self.run_id
+        self.dataset = get_dataset(cfg.dataset)
+        self.base = resolve_model(cfg.model)
+        self.timings: dict[str, float] = {}
+        pool = {p.prompt_id for p in fewshot_pool(self.dataset)}
+        train = [p for p in self.dataset.load(self.dataset.train_split) if p.prompt_id not in pool]
+        self.train_prompts = sample_prompts(train, cfg.train_prompts, seed=cfg.seed)
+        if cfg.external:
+            self.external_counts = check_budget(cfg.shares(), cfg.budget, len(self.train_prompts))
+        else:
+            self.external_counts = [0] * cfg.rounds
+        self._lm = None
+
+    # ---------- bookkeeping ----------
+    @classmethod
+    def load(cls, run_id: str, db: str, **kwargs: Any) -> "SelfImproveRun":
+        rows = store.query(db, "SELECT config FROM runs WHERE run_id = ?", [run_id])
+        if rows.empty:
+            raise SIBenchError(f"unknown run id {run_id!r} (see `si-bench runs`)")
+        return cls(SelfImproveConfig.from_json(rows.config[0]), db, **kwargs)
+
+    def register(self) -> None:
+        with store.write(self.db) as con:
+            exists = con.execute("SELECT 1 FROM runs WHERE run_id = ?", [self.run_id]).fetchall()
+            if exists:
+                con.execute("UPDATE runs SET config = ?, updated_at = now() WHERE run_id = ?",
+                            [json.dumps(self.cfg.__dict__, sort_keys=True), self.run_id])
+                return
+            store.upsert(con, "runs", [{
+                "run_id": self.run_id, "model": self.cfg.model, "backend": self.cfg.backend,
+                "dataset": self.cfg.dataset, "mode": self.cfg.mode, "verifier": self.cfg.verifier,
+                "seed": self.cfg.seed, "config": self.cfg.__dict__, "config_hash": self.cfg.config_hash,
+                "status": "running", "rounds_done": 0, "git_commit": _git_commit(), "versions": _versions(),
+                "created_at": _now(), "updated_at": _now(), "external_used": 0,
+            }])
+
+    def steps_total(self) -> int:
+        return self.cfg.rounds * (2 if self.cfg.mode == "fixed" else 1)
+
+    def t_of(self, step: int) -> float:
+        return step / 2 if self.cfg.mode == "fixed" else float(step)
+
+    @property
+    def t_unit(self) -> str:
+        return "epoch" if self.cfg.mode == "fixed" else "round"
+
+    def checkpoint(self, step: int) -> ModelRef:
+        if step == 0:
+            return self.base
+        rows = store.query(self.db, "SELECT path FROM checkpoints WHERE run_id = ? AND round = ?", [self.run_id, step])
+        if rows.empty:
+            raise SIBenchError(f"run {self.run_id} has no checkpoint for step {step}")
+        path = Path(rows.path[0])
+        if not path.exists():
+            raise SIBenchError(f"checkpoint directory {path} of run {self.run_id} (step {step}) has vanished")
+        return checkpoint_ref(self.base, path, self.cfg)
+
+    def steps_done(self) -> int:
+        rows = store.query(self.db, "SELECT coalesce(max(round), 0) AS n FROM checkpoints WHERE run_id = ?",
+                           [self.run_id])
+        return int(rows.n[0])
+
+    # ---------- measurements ----------
+    def _evaluate(self, model: ModelRef, step: int, split: str, prompts: list[Prompt] | None = None,
+                  role: str | None = None) -> EvalResult:
+        limit = self.cfg.test_limit if split == "test" else None
+        ecfg = eval_config(self.cfg, self.db, split, limit)
+        started = time.perf_counter()
+        result = Evaluation(
+            ecfg, model=model, prompts=prompts, run_id=self.run_id, t=self.t_of(step), t_unit=self.t_unit,
+            round_=step, role=role or split, progress=self.progress,
+        ).run()
+        phase = "evaluation" if split == "test" else "train_sampling"
+        self.timings[f"{phase}_s"] = self.timings.get(f"{phase}_s", 0.0) + time.perf_counter() - started
+        return result
+
+    def measure_test(self, step: int) -> EvalResult:
+        return self._evaluate(self.checkpoint(step), step, "test")
+
+    def _wants_test(self, step: int) -> bool:
+        total = self.steps_total()
+        every = 1 if self.cfg.mode == "fixed" else self.cfg.eval_every
+        return step == total or step % every == 0
+
+    # ---------- training data ----------
+    def _training_rows(self, step: int, picks_eval: EvalResult) -> list[dict]:
+        """Self picks, with the round's external share swapped in; stored so the round is reproducible."""
+        with store.write(self.db) as con:
+            stored = con.execute(
+                "SELECT prompt_id, completion FROM training_data WHERE run_id = ? AND round = ?", [self.run_id, step]
+            ).fetchall()
+        if len(stored) == len(self.train_prompts):
+            completions = dict(stored)
+        else:
+            completions = dict(picks_eval.picks)
+            sources = {pid: "self" for pid in completions}
+            n_external = self.external_counts[step - 1] if self.cfg.mode == "regenerate" else 0
+            if n_external:
+                chosen = choose_prompts([p.prompt_id for p in self.train_prompts], n_external, self.cfg.seed, step)
+                external = source_for(self.cfg.external)(
+                    [p for p in self.train_prompts if p.prompt_id in set(chosen)], cfg=self.cfg, db=self.db,
+                    progress=self.progress,
+                )
+                for pid in chosen:
+                    completions[pid] = external[pid]
+                    sources[pid] = "external"
+            with store.write(self.db) as con:
+                pick_rows = dict(
+                    (r[0], (r[1], r[2])) for r in con.execute(
+                        "SELECT prompt_id, sample_idx, score FROM picks WHERE eval_id = ?", [picks_eval.eval_id]
+                    ).fetchall()
+                )
+                store.upsert(con, "training_data", [
+                    {"run_id": self.run_id, "round": step, "prompt_id": pid, "source": sources[pid],
+                     "eval_id": picks_eval.eval_id if sources[pid] == "self" else None,
+                     "sample_idx": pick_rows[pid][0] if sources[pid] == "self" else None,
+                     "score": pick_rows[pid][1] if sources[pid] == "self" else None, "completion": completions[pid]}
+                    for pid in completions
+                ])
+                con.execute(
+                    "UPDATE runs SET external_used = (SELECT count(*) FROM training_data WHERE run_id = ? "
+                    "AND source = 'external') WHERE run_id = ?", [self.run_id, self.run_id],
+                )
+        return self._sft_rows(completions)
+
+    def _sft_rows(self, completions: dict[str, str]) -> list[dict]:
+        from harness.lmeval import render_contexts
+
+        tokenizer = None
+        if self.cfg.apply_chat_template:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(self.base.path)
+        contexts = render_contexts(
+            self.cfg.dataset, self.train_prompts, fewshot_pool(self.dataset), shots=self.cfg.num_fewshot,
+            apply_chat_template=self.cfg.apply_chat_template, tokenizer=tokenizer,
+        )
+        stop = "\n\n"  # the solver tasks stop there: training on it teaches the model to stop
+        return [
+            {"prompt": ctx, "completion": " " + completions[p.prompt_id].strip() + stop}
+            for p, ctx in zip(self.train_prompts, contexts)
+        ]
+
+    # ---------- one step ----------
+    def _train(self, step: int, parent: ModelRef, rows: list[dict], epochs: float | None = None) -> None:
+        target = self.workdir / f"step-{step:03d}"
+        data_hash = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
+        self.log(f"[{self.run_id}] step {step}: fine-tuning on {len(rows)} rows")
+        started = time.perf_counter()
+        stats = fine_tune(parent, rows, target, self.cfg, seed=self.cfg.seed * 1000 + step, epochs=epochs)
+        self.timings["training_s"] = self.timings.get("training_s", 0.0) + time.perf_counter() - started
+        ref = checkpoint_ref(self.base, target, self.cfg)
+        with store.write(self.db) as con:
+            store.upsert(con, "checkpoints", [{
+                "checkpoint_id": ref.identity, "run_id": self.run_id, "round": step, "t": self.t_of(step),
+                "t_unit": self.t_unit, "parent_id": parent.identity, "model_spec": self.cfg.model,
+                "path": str(target), "weights_hash": ref.identity, "data_hash": data_hash,
+                "hyperparameters": {**{k: getattr(self.cfg, k) for k in (
+                    "lora", "lora_r", "lora_alpha", "learning_rate", "epochs_per_round", "train_batch_size",
+                    "grad_accum")}, **stats, "epochs": epochs},
+                "created_at": _now(),
+            }])
+
+    def train_step(self) -> int:
+        """Do the next step (a round, or a half epoch in fixed mode); return its number."""
+        step = self.steps_done() + 1
+        parent = self.checkpoint(step - 1)
+        if self.cfg.mode == "regenerate":
+            picks = self._evaluate(parent, step - 1, "train", prompts=self.train_prompts)
+            rows = self._training_rows(step, picks)
+            self._train(step, parent, rows)
+        else:
+            picks = self._evaluate(self.base, 0, "train", prompts=self.train_prompts)
+            rows = self._training_rows(0, picks)
+            epoch, half = divmod(step - 1, 2)
+            order = list(range(len(rows)))
+            random.Random(f"fixed-{self.cfg.seed}-{epoch}").shuffle(order)
+            part = order[: len(order) // 2] if half == 0 else order[len(order) // 2 :]
+            self._train(step, parent, [rows[i] for i in part], epochs=1.0)
+        faults.point("after_training")
+        if self._wants_test(step):
+            self.measure_test(step)
+        self._finish_step(step)
+        return step
+
+    def _finish_step(self, step: int) -> None:
+        done = step >= self.steps_total()
+        with store.write(self.db) as con:
+            con.execute("UPDATE runs SET rounds_done = ?, status = ?, updated_at = now() WHERE run_id = ?",
+                        [step, "done" if done else "running", self.run_id])
+        if self.cfg.keep_checkpoints == "last":
+            for old in self.workdir.glob("step-*"):
+                if old.name != f"step-{step:03d}":
+                    shutil.rmtree(old, ignore_errors=True)
+
+    def run(self) -> None:
+        """Round-0 measurement plus every remaining step; a rerun continues where it stopped."""
+        self.register()
+        while True:
+            done = self.steps_done()
+            if done == 0 or self._wants_test(done):
+                self.measure_test(done)  # a no-op when stored; fills in a step killed before its measurement
+            if done >= self.steps_total():
+                break
+            self.train_step()
+        self._finish_step(self.steps_done())
+
+    def extend(self) -> None:
+        """One more round on a finished run (`train-round`): allowed while no external budget was planned."""
+        if self.cfg.external:
+            raise SIBenchError(f"run {self.run_id} planned its external budget over {self.cfg.rounds} rounds; "
+                               "start a new run with more --rounds instead")
+        self.cfg.rounds += 1
+        self.register()

@@ -1,0 +1,111 @@
+"""One supervised fine-tuning step with trl's SFTTrainer: prompt-completion rows, loss on the completion only.
+
+LoRA by default (the adapter of the previous round is trained further), full fine-tuning as an
+option. Settings that work on CPU and GPU alike; the result is written to a scratch folder and
+moved into place atomically, so a crash never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from harness import faults
+from harness.models import ModelRef
+from trainers.config import SelfImproveConfig
+
+
+class _FaultCallback:
+    """Lets the resume tests crash mid-training at a chosen optimiser step."""
+
+    def __new__(cls):
+        from transformers import TrainerCallback
+
+        class Callback(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                faults.point("train_step")
+
+        return Callback()
+
+
+def _load(parent: ModelRef, cfg: SelfImproveConfig):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(parent.path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(parent.path, dtype=torch.float32)
+    peft_config = None
+    if cfg.lora:
+        from peft import LoraConfig, PeftModel
+
+        if parent.adapter:
+            model = PeftModel.from_pretrained(model, parent.adapter, is_trainable=True)
+        else:
+            peft_config = LoraConfig(
+                r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
+                target_modules="all-linear",
+            )
+    return model, tokenizer, peft_config
+
+
+def fine_tune(parent: ModelRef, rows: list[dict], target: Path, cfg: SelfImproveConfig, *, seed: int,
+              epochs: float | None = None) -> dict:
+    """Train `parent` on `rows` ({"prompt", "completion"}) and save the new checkpoint at `target`."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    torch.manual_seed(seed)
+    model, tokenizer, peft_config = _load(parent, cfg)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    try:
+        args = SFTConfig(
+            output_dir=str(scratch / "trainer"),
+            per_device_train_batch_size=cfg.train_batch_size,
+            gradient_accumulation_steps=cfg.grad_accum,
+            learning_rate=cfg.learning_rate,
+            num_train_epochs=epochs if epochs is not None else cfg.epochs_per_round,
+            lr_scheduler_type="constant",
+            warmup_steps=0,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            seed=seed,
+            data_seed=seed,
+            max_length=1024,
+            completion_only_loss=True,
+            use_cpu=not torch.cuda.is_available(),
+            bf16=False,
+            gradient_checkpointing=False,
+            disable_tqdm=True,
+        )
+        trainer = SFTTrainer(
+            model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+            peft_config=peft_config, callbacks=[_FaultCallback()],
+        )
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # losses go to the store, not to stdout
+        result = trainer.train()
+        trainer.model.save_pretrained(scratch / "model")
+        if not cfg.lora:
+            tokenizer.save_pretrained(scratch / "model")
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(scratch / "model", target)
+        losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+        return {"train_loss": float(result.training_loss), "first_loss": losses[0] if losses else None,
+                "last_loss": losses[-1] if losses else None, "steps": int(result.global_step)}
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def checkpoint_ref(base: ModelRef, path: Path, cfg: SelfImproveConfig) -> ModelRef:
+    """The ModelRef of a saved checkpoint: base plus adapter (LoRA) or a full model directory."""
+    if cfg.lora:
+        return ModelRef(spec=str(path), path=base.path, adapter=str(path))
+    return ModelRef(spec=str(path), path=str(path))
