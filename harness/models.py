@@ -171,6 +171,20 @@ def resolve_model(spec: str) -> ModelRef:
 _HASH_CACHE: dict[tuple, str] = {}
 
 
+def _canonical_json(path: Path) -> bytes:
+    """peft writes `target_modules` (a set) in hash-seed order: sort string lists so equal configs hash equal."""
+
+    def canon(value):
+        if isinstance(value, dict):
+            return {k: canon(v) for k, v in value.items()}
+        if isinstance(value, list):
+            items = [canon(v) for v in value]
+            return sorted(items) if all(isinstance(v, str) for v in items) else items
+        return value
+
+    return json.dumps(canon(json.loads(path.read_text())), sort_keys=True).encode()
+
+
 def weights_hash(directory: Path) -> str:
     """sha256 over the weight files (name, size and content); cached per (path, size, mtime)."""
     files = sorted(
@@ -184,6 +198,9 @@ def weights_hash(directory: Path) -> str:
         digest = hashlib.sha256()
         for p in files:
             digest.update(p.name.encode())
+            if p.suffix == ".json":
+                digest.update(_canonical_json(p))
+                continue
             with open(p, "rb") as handle:
                 for block in iter(lambda: handle.read(1 << 22), b""):
                     digest.update(block)

@@ -7,6 +7,7 @@ file, write one transaction and close it again; readers retry briefly while a wr
 from __future__ import annotations
 
 import json
+import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +18,7 @@ import duckdb
 from harness.errors import SIBenchError
 
 DEFAULT_DB = "si-bench.duckdb"
-LOCK_RETRY_SECONDS = 10.0
+LOCK_RETRY_SECONDS = float(os.environ.get("SI_BENCH_LOCK_RETRY", "10"))
 
 # Ordered, idempotent migrations; SCHEMA_VERSION is the number of entries.
 MIGRATIONS: list[str] = [

@@ -42,3 +42,39 @@ def evaluation_table(result) -> Table:
 
 def print_table(table: Table) -> None:
     Console().print(table)
+
+
+def _with_ci(value, lo, hi) -> str:
+    if value is None or value != value:
+        return "—"
+    if lo is None or lo != lo:
+        return fmt(value)
+    return f"{fmt(value)} [{fmt(lo)}, {fmt(hi)}]"
+
+
+def trajectory_table(run_id: str, frame, change: dict) -> Table:
+    table = Table(title=f"run {run_id}: test-split trajectory (95% CIs)")
+    for column in ("t", "U_s", "U_v", "G", "solver acc", "verifier acc"):
+        table.add_column(column)
+    for row in frame.itertuples():
+        table.add_row(
+            f"{row.t:g} {row.t_unit}", _with_ci(row.U_s, row.U_s_lo, row.U_s_hi),
+            _with_ci(row.U_v, row.U_v_lo, row.U_v_hi), _with_ci(row.gap, row.gap_lo, row.gap_hi),
+            _with_ci(row.solver_acc, row.solver_acc_lo, row.solver_acc_hi),
+            _with_ci(row.verifier_acc, row.verifier_acc_lo, row.verifier_acc_hi),
+        )
+    if change:
+        parts = []
+        for name in ("solver_acc", "solver_nll"):
+            m = change[name]
+            excludes = m.ci_low is not None and (m.ci_low > 0 or m.ci_high < 0)
+            parts.append(f"{name} {_with_ci(m.value, m.ci_low, m.ci_high)}{' *' if excludes else ''}")
+        table.caption = (f"t={change['t1']:g} minus t={change['t0']:g}, paired over test prompts: "
+                         + "; ".join(parts) + " (* marks a CI that excludes 0)")
+    return table
+
+
+def print_trajectory(run_id: str, db: str) -> None:
+    from harness import api
+
+    print_table(trajectory_table(run_id, api.trajectory(run_id, db), api.improvement(run_id, db)))

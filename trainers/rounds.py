@@ -218,7 +218,7 @@ class SelfImproveRun:
     def _train(self, step: int, parent: ModelRef, rows: list[dict], epochs: float | None = None) -> None:
         target = self.workdir / f"step-{step:03d}"
         data_hash = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
-        self.log(f"[{self.run_id}] step {step}: fine-tuning on {len(rows)} rows")
+        self.log(f"{self.run_id} · step {step}: fine-tuning on {len(rows)} rows")
         started = time.perf_counter()
         stats = fine_tune(parent, rows, target, self.cfg, seed=self.cfg.seed * 1000 + step, epochs=epochs)
         self.timings["training_s"] = self.timings.get("training_s", 0.0) + time.perf_counter() - started

@@ -25,6 +25,9 @@ from harness.errors import SIBenchError
 COMMANDS = {
     "evaluate": "evaluate",
     "sql": "sql",
+    "run": "run",
+    "train-round": "train_round",
+    "runs": "runs",
     "fit": "fit",
     "simulate": "simulate",
 }

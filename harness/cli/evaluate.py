@@ -27,8 +27,7 @@ def command(
     db: str = typer.Option(store.DEFAULT_DB, help="DuckDB file."),
 ) -> None:
     """Measure solver and verifier accuracy and uncertainty (U_s, U_v, G) with 95% CIs; store everything."""
-    from rich.progress import Progress
-
+    from harness.cli.progress import progress_bar
     from harness.evaluation import EvalConfig, evaluate
     from reports.terminal import evaluation_table, print_table
 
@@ -37,6 +36,6 @@ def command(
         num_fewshot=num_fewshot, verifier_shots=verifier_shots, apply_chat_template=apply_chat_template,
         backend=backend, batch_size=batch_size, max_new_tokens=max_new_tokens, seed=seed, n_boot=n_boot, chunk_prompts=chunk_prompts, db=db,
     )
-    with Progress(transient=True) as progress:
+    with progress_bar() as progress:
         result = evaluate(cfg, progress=progress)
     print_table(evaluation_table(result))

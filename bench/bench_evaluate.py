@@ -1,0 +1,253 @@
+"""Benchmark: si-bench's solver phase against a plain lm-eval `generate_until` run doing the same work.
+
+Both sides get identical prompts (same documents, same 3-shot examples, same template), the same
+repeats (N), batch size, stop strings (`until`) and generation length, and both load only the task they
+need. Model loading is excluded from both timings; each side is warmed up once, then timed 3 times
+(median). Sampling settings are temperature 1, top_k 0, top_p 1 on both sides. On HF, `top_k=0`
+disables top-k filtering (transformers otherwise applies its default top_k=50); si-bench's sampler
+draws from the full distribution by construction. Verification (TF scoring of si-bench's candidates)
+is timed separately.
+
+Plain side: the stock `HFLM` and a stock-style YAML task (json data files) in a temporary folder,
+loaded with `TaskManager(include_path=..., include_defaults=False)`, run with `lm_eval.evaluator.evaluate`.
+si-bench side: `harness.lmeval.sample_solutions` with `LogprobHFLM`, in chunks of `--chunk-prompts`
+prompts as `Evaluation._sample` does.
+
+Run:
+    .venv/bin/python bench/bench_evaluate.py --model tiny-test
+    .venv/bin/python bench/bench_evaluate.py --model smollm2-135m --limit 32 --samples 4   (target ratio <= 1.10)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from harness import lmeval  # noqa: E402
+from harness.backends import load_lm  # noqa: E402
+from harness.datasets import get_dataset  # noqa: E402
+from harness.evaluation import EvalConfig, fewshot_pool, select_prompts  # noqa: E402
+from harness.models import resolve_model  # noqa: E402
+from harness.verify import get_verifier, score_candidates  # noqa: E402
+from tasks import TASKS_DIR  # noqa: E402
+
+REPEATS = 3
+
+
+def solver_task_config(task_name: str) -> dict:
+    """The si-bench solver task's prompt and generation settings (its YAML merged over _solver.yaml)."""
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_constructor("!function", lambda loader, node: None)
+    base = yaml.load((TASKS_DIR / "_solver.yaml").read_text(), Loader=Loader)
+    own = yaml.load((TASKS_DIR / f"{task_name}.yaml").read_text(), Loader=Loader)
+    return {**base, **own}
+
+
+def write_plain_task(folder: Path, docs: list[dict], fewshot: list[dict], si_task: dict, *, n: int, shots: int,
+                     max_new_tokens: int) -> str:
+    """A stock-style lm-eval task over json files: the prompts si-bench sees, nothing of si-bench's code."""
+    for split, rows in (("train", fewshot), ("test", docs)):
+        with open(folder / f"{split}.jsonl", "w") as handle:
+            handle.writelines(json.dumps(r) + "\n" for r in rows)
+    gen = dict(si_task["generation_kwargs"])
+    gen["max_gen_toks"] = max_new_tokens
+    task = {
+        "task": "plain_solver",
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {s: str(folder / f"{s}.jsonl") for s in ("train", "test")}},
+        "output_type": "generate_until",
+        "training_split": "train", "fewshot_split": "train", "test_split": "test",
+        "doc_to_text": si_task["doc_to_text"], "doc_to_target": si_task["doc_to_target"],
+        "target_delimiter": si_task["target_delimiter"], "fewshot_delimiter": si_task["fewshot_delimiter"],
+        "num_fewshot": shots, "fewshot_config": {"sampler": "first_n"}, "repeats": n,
+        "generation_kwargs": gen,
+        "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
+        "metadata": {"version": 1},
+    }
+    (folder / "plain_solver.yaml").write_text(yaml.safe_dump(task, sort_keys=False))
+    return "plain_solver"
+
+
+def run_plain(lm, folder: Path, task_name: str, seed: int) -> tuple[float, list[dict]]:
+    from lm_eval.evaluator import evaluate
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    torch.manual_seed(seed)
+    started = time.perf_counter()
+    manager = TaskManager(include_path=str(folder), include_defaults=False)
+    task_dict = get_task_dict([task_name], manager)  # as simple_evaluate does
+    results = evaluate(lm=lm, task_dict=task_dict, bootstrap_iters=0, log_samples=True, verbosity="ERROR")
+    elapsed = time.perf_counter() - started
+    return elapsed, sorted(results["samples"][task_name], key=lambda s: s["doc_id"])
+
+
+def run_si(lm, dataset: str, prompts, fewshot, *, n: int, shots: int, chunk: int, seed: int):
+    lm.seed_base = f"bench-{seed}"
+    started = time.perf_counter()
+    texts = []
+    for i in range(0, len(prompts), chunk):
+        texts += lmeval.sample_solutions(lm, dataset, prompts[i : i + chunk], fewshot, n=n, shots=shots,
+                                         apply_chat_template=False)
+    return time.perf_counter() - started, texts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--dataset", default="arith")
+    parser.add_argument("--limit", type=int, default=32)
+    parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--num-fewshot", type=int, default=3)
+    parser.add_argument("--chunk-prompts", type=int, default=EvalConfig.chunk_prompts)
+    parser.add_argument("--json", dest="json_out", default=None, help="write the numbers to this file")
+    args = parser.parse_args()
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    torch.set_num_threads(os.cpu_count() or 1)
+
+    from lm_eval.models.huggingface import HFLM
+
+    cfg = EvalConfig(model=args.model, dataset=args.dataset, limit=args.limit, samples=args.samples)
+    dataset = get_dataset(args.dataset)
+    prompts = select_prompts(cfg)
+    fewshot = fewshot_pool(dataset)
+    docs = [{**p.as_doc(), "dataset": args.dataset} for p in prompts]
+    fewshot_docs = [{**p.as_doc(), "dataset": args.dataset} for p in fewshot]
+    model = resolve_model(args.model)
+
+    t0 = time.perf_counter()
+    plain_lm = HFLM(pretrained=model.path, device="cpu", batch_size=args.batch_size, dtype="float32")
+    si_lm = load_lm("hf", model.path, None, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                    seed_base="bench")
+    load_s = time.perf_counter() - t0
+    tokenizer = si_lm.tokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        task_name = write_plain_task(folder, docs, fewshot_docs, solver_task_config(dataset.task), n=args.samples,
+                                     shots=args.num_fewshot, max_new_tokens=args.max_new_tokens)
+        warm = max(1, min(len(prompts), args.batch_size // args.samples))
+        # Warm-up once on each side (a batch's worth of prompts), then alternate the timed repeats.
+        warm_folder = folder / "warm"
+        warm_folder.mkdir()
+        write_plain_task(warm_folder, docs[:warm], fewshot_docs, solver_task_config(dataset.task), n=args.samples,
+                         shots=args.num_fewshot, max_new_tokens=args.max_new_tokens)
+        run_plain(plain_lm, warm_folder, task_name, seed=999)
+        run_si(si_lm, args.dataset, prompts[:warm], fewshot, n=args.samples, shots=args.num_fewshot,
+               chunk=args.chunk_prompts, seed=999)
+
+        plain_times, si_times, plain_tokens, si_tokens, si_counted = [], [], [], [], []
+        contexts_equal = None
+        for r in range(REPEATS):
+            elapsed, samples = run_plain(plain_lm, folder, task_name, seed=r)
+            plain_times.append(elapsed)
+            responses = [t for s in samples for group in s["resps"] for t in group]  # all N per prompt
+            assert len(responses) == len(prompts) * args.samples, len(responses)
+            plain_tokens.append(sum(len(tokenizer.encode(t, add_special_tokens=False)) for t in responses))
+
+            elapsed, texts = run_si(si_lm, args.dataset, prompts, fewshot, n=args.samples, shots=args.num_fewshot,
+                                    chunk=args.chunk_prompts, seed=r)
+            si_times.append(elapsed)
+            flat = [t for row in texts for t in row]
+            assert len(flat) == len(prompts) * args.samples
+            si_tokens.append(sum(len(tokenizer.encode(str(t), add_special_tokens=False)) for t in flat))
+            si_counted.append(sum(t.n_tokens for t in flat))
+            if contexts_equal is None:
+                plain_contexts = {s["doc"]["prompt_id"]: s["arguments"][0][0] for s in samples}
+                contexts_equal = plain_contexts == {p.prompt_id: c for p, c in zip(prompts, _si_contexts(
+                    si_lm, args.dataset, prompts, fewshot, args.num_fewshot))}
+
+        method = get_verifier("tf")
+        items = [(p, str(t)) for p, row in zip(prompts, texts) for t in row]
+        score_candidates(si_lm, method, items[: args.batch_size], fewshot, shots=cfg.verifier_shots,
+                         apply_chat_template=False)  # warm-up
+        verify_times = []
+        for _ in range(REPEATS):
+            started = time.perf_counter()
+            score_candidates(si_lm, method, items, fewshot, shots=cfg.verifier_shots, apply_chat_template=False)
+            verify_times.append(time.perf_counter() - started)
+
+    plain_s, si_s = statistics.median(plain_times), statistics.median(si_times)
+    report = {
+        "model": args.model, "dataset": args.dataset, "prompts": len(prompts), "samples": args.samples,
+        "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "chunk_prompts": args.chunk_prompts,
+        "prompts_identical": contexts_equal, "load_s": load_s,
+        "plain_s": plain_s, "si_bench_s": si_s, "ratio": si_s / plain_s,
+        "plain_times": plain_times, "si_times": si_times,
+        "plain_tokens": statistics.median(plain_tokens), "si_tokens": statistics.median(si_tokens),
+        "si_tokens_counted": statistics.median(si_counted),
+        "plain_tok_per_s": statistics.median(plain_tokens) / plain_s,
+        "si_tok_per_s": statistics.median(si_tokens) / si_s,
+        "verification_s": statistics.median(verify_times), "verified_candidates": len(items),
+    }
+    rows = [
+        ("prompts x N", f"{len(prompts)} x {args.samples}"), ("batch / max new tokens",
+                                                              f"{args.batch_size} / {args.max_new_tokens}"),
+        ("identical prompts", str(contexts_equal)),
+        ("tokens generated (re-tokenised text) plain", f"{report['plain_tokens']:.0f}"),
+        ("tokens generated (re-tokenised text) si-bench", f"{report['si_tokens']:.0f}"),
+        ("tokens si-bench counted (incl. stop token)", f"{report['si_tokens_counted']:.0f}"),
+        ("plain lm-eval s (median of 3)", f"{plain_s:.2f}  {[round(t, 2) for t in plain_times]}"),
+        ("si-bench s (median of 3)", f"{si_s:.2f}  {[round(t, 2) for t in si_times]}"),
+        ("ratio si-bench / plain (target <= 1.10)", f"{report['ratio']:.3f}"),
+        ("verification s (TF, same candidates)", f"{report['verification_s']:.2f} for {len(items)} candidates"),
+        ("model load s (excluded)", f"{load_s:.1f}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print(f"bench_evaluate: {args.model} on {args.dataset}")
+    for key, value in rows:
+        print(f"  {key:<{width}}  {value}")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=2))
+
+
+def _si_contexts(lm, dataset: str, prompts, fewshot, shots: int) -> list[str]:
+    """The contexts si-bench's task renders for these prompts (what the model is given)."""
+    seen: list[str] = []
+    original = type(lm)._sample_batch
+
+    def record(self, contexts, gen_kwargs, seeds):
+        seen.extend(contexts)
+        return [_Empty() for _ in contexts]
+
+    type(lm)._sample_batch = record
+    try:
+        lmeval.sample_solutions(lm, dataset, prompts, fewshot, n=1, shots=shots, apply_chat_template=False)
+    finally:
+        type(lm)._sample_batch = original
+    # sample_solutions sends requests longest-first; map contexts back to prompts by their question text.
+    out = []
+    for p in prompts:
+        matches = [c for c in seen if p.question in c.rsplit("\n\n", 1)[-1]]
+        out.append(matches[0] if matches else "")
+    return out
+
+
+class _Empty(str):
+    logprob = 0.0
+    n_tokens = 0
+
+    def __new__(cls):
+        return super().__new__(cls, "")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+import typer
+
+from harness import store
+
+
+def command(
+    db: str = typer.Option(store.DEFAULT_DB, help="DuckDB file (opened read-only)."),
+    format: str = typer.Option("table", "--format", "-f", help="table, csv or json."),
+) -> None:
+    """List self-improvement runs: model, dataset, mode, rounds done, status and id."""
+    from harness import api
+    from reports.tables import render_frame
+
+    typer.echo(render_frame(api.list_runs(db), format))

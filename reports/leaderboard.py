@@ -1,0 +1,251 @@
+"""The leaderboard files: leaderboard.md/.csv/.json, index.html, plots/*.png and data.parquet.
+
+Rendering only: the numbers come from `harness.api.leaderboard`, which fits the stored trajectories and
+hands over four frames (summary rows, fits rows, fitted curves, one meta row per trajectory). They travel
+in one long parquet file (column `kind`), so the whole leaderboard can be rebuilt from it alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tabulate import tabulate
+
+from reports.tables import frame_records
+
+KINDS = ("summary", "fits", "curves", "meta")
+
+COLUMNS = [
+    ("model", "model"), ("dataset", "dataset"), ("split", "split"), ("verifier", "verifier"), ("mode", "mode"),
+    ("rounds", "rounds"), ("solver_acc_initial", "solver acc (t0)"), ("solver_acc_final", "solver acc (last)"),
+    ("solver_limit", "U_s limit [95% CI]"), ("verifier_limit", "U_v limit [95% CI]"),
+    ("gap_limit", "G_inf [95% CI]"), ("rate", "rate [95% CI]"), ("r2_solver", "R² U_s"),
+    ("r2_verifier", "R² U_v"), ("r2_gap", "R² G"), ("best_law", "best law (backtest)"),
+    ("best_skill", "best skill"), ("coupled_skill", "coupled skill"), ("note", "note"),
+]
+CI_QUANTITIES = ("solver_limit", "verifier_limit", "gap_limit", "rate")
+
+
+# --------------------------------------------------------------------------- the parquet export
+
+
+def write_data(frames: dict[str, pd.DataFrame], path: Path) -> None:
+    """All frames in one parquet file, told apart by the column `kind`."""
+    parts = []
+    for kind in KINDS:
+        f = frames.get(kind)
+        if f is None or f.empty:
+            continue
+        f = f.copy()
+        for col in f.columns:  # JSON and timestamps as text: one type per column across kinds
+            if f[col].dtype == object or str(f[col].dtype).startswith("datetime"):
+                f[col] = [None if _missing(v) else (v.isoformat(sep=" ") if hasattr(v, "isoformat") else str(v))
+                          for v in f[col]]
+        f.insert(0, "kind", kind)
+        parts.append(f)
+    data = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"kind": pd.Series([], dtype=str)})
+    data.to_parquet(path, index=False)
+
+
+def read_data(path: Path) -> dict[str, pd.DataFrame]:
+    try:
+        data = pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - a broken file is a user error
+        from harness.errors import SIBenchError
+
+        raise SIBenchError(f"cannot read {path}: {type(exc).__name__}") from None
+    if "kind" not in data.columns:
+        from harness.errors import SIBenchError
+
+        raise SIBenchError(f"{path} is not a leaderboard export (no column 'kind')")
+    out = {}
+    for kind in KINDS:
+        f = data[data["kind"] == kind].drop(columns="kind").dropna(axis=1, how="all").reset_index(drop=True)
+        out[kind] = f
+    return out
+
+
+def _missing(v) -> bool:
+    if v is None:
+        return True
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def _num(v):
+    if _missing(v):
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _fit_lookup(fits: pd.DataFrame, key: str) -> dict[tuple[str, str], dict]:
+    if fits.empty or "fit_key" not in fits:
+        return {}
+    sub = fits[fits["fit_key"] == key]
+    return {(r["law"], r["quantity"]): r for r in sub.to_dict("records")}
+
+
+def slug(key: str) -> str:
+    """A file name for a trajectory: readable part plus a hash (no collisions, no odd characters)."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("_")[:60]
+    return f"{readable}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+
+
+def trajectory_rows(frames: dict[str, pd.DataFrame], meta_row: dict) -> pd.DataFrame:
+    """The summary rows of one trajectory, ordered by t."""
+    summary = frames["summary"]
+    ids = json.loads(meta_row.get("eval_ids") or "[]")
+    if summary.empty or not ids:
+        return summary.iloc[0:0]
+    return summary[summary["eval_id"].isin(ids)].sort_values("t").reset_index(drop=True)
+
+
+def shown(meta: pd.DataFrame) -> pd.DataFrame:
+    """Leaderboard rows: the test split of each run (all its splits when it has no test split)."""
+    if meta.empty:
+        return meta
+    has_test = set(meta.loc[meta["split"] == "test", "run_id"])
+    keep = (meta["split"] == "test") | ~meta["run_id"].isin(has_test)
+    return meta[keep]
+
+
+def build_table(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One numeric row per shown trajectory (CIs as _lo/_hi columns); sorted by dataset, final accuracy."""
+    meta, fits = frames["meta"], frames["fits"]
+    rows = []
+    for m in shown(meta).to_dict("records"):
+        obs = trajectory_rows(frames, m)
+        acc = [_num(v) for v in obs["solver_acc"]] if "solver_acc" in obs else []
+        f = _fit_lookup(fits, m["fit_key"])
+        row = {"model": m["model"], "dataset": m["dataset"], "split": m["split"], "verifier": m["verifier"],
+               "mode": None if _missing(m.get("mode")) else m["mode"],
+               "rounds": None if _missing(m.get("rounds")) else int(m["rounds"]),
+               "n_points": int(m["n_points"]), "t_unit": m["t_unit"], "unit": m["unit"],
+               "solver_acc_initial": acc[0] if acc else None, "solver_acc_final": acc[-1] if acc else None}
+        for q in CI_QUANTITIES:
+            r = f.get(("coupled", q), {})
+            row[q], row[f"{q}_lo"], row[f"{q}_hi"] = (_num(r.get("estimate")), _num(r.get("ci_low")),
+                                                      _num(r.get("ci_high")))
+        for series, q in (("solver", "solver_limit"), ("verifier", "verifier_limit"), ("gap", "gap_limit")):
+            row[f"r2_{series}"] = _num(f.get(("coupled", q), {}).get("r2"))
+        skills = {law: _num(r.get("estimate")) for (law, q), r in f.items() if q == "skill_vs_persistence"}
+        finite = {k: v for k, v in skills.items() if v is not None}
+        best = max(sorted(finite), key=lambda k: finite[k]) if finite else None
+        row["best_law"], row["best_skill"] = best, finite.get(best) if best else None
+        row["coupled_skill"] = skills.get("coupled")
+        note = None if _missing(m.get("note")) else str(m["note"])
+        if note is None and not f:
+            note = "not fitted"
+        if note and note.startswith("too few points"):
+            note = "too few points to fit"
+        row["note"], row["run_id"], row["fit_key"] = note, m["run_id"], m["fit_key"]
+        row["plot"] = f"plots/{slug(m['fit_key'])}.png"
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    order = table["solver_acc_final"].fillna(-1.0)
+    table = table.assign(_o=-order).sort_values(["dataset", "_o", "model", "run_id"]).drop(columns="_o")
+    return table.reset_index(drop=True)
+
+
+def _f(v, digits=3) -> str:
+    return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}g}"
+
+
+def _pct(v) -> str:
+    return "–" if v is None else f"{100 * v:.1f}%"
+
+
+def display_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Text cells for markdown and HTML."""
+    out = []
+    for r in table.to_dict("records"):
+        d = {}
+        for col, _ in COLUMNS:
+            v = r.get(col)
+            if col in CI_QUANTITIES:
+                lo, hi = r.get(f"{col}_lo"), r.get(f"{col}_hi")
+                d[col] = _f(v) + ("" if lo is None or hi is None else f" [{_f(lo)}, {_f(hi)}]")
+            elif col.startswith("solver_acc"):
+                d[col] = _pct(v)
+            elif col.startswith("r2_"):
+                d[col] = "–" if v is None else f"{v:.3f}"
+            elif col.endswith("_skill"):
+                d[col] = "–" if v is None else f"{v:+.2f}"
+            elif col == "rounds":
+                d[col] = "–" if v is None else str(int(v))
+            else:
+                d[col] = "" if v is None else str(v)
+        out.append(d)
+    return pd.DataFrame(out, columns=[c for c, _ in COLUMNS])
+
+
+def markdown(table: pd.DataFrame, unit: str) -> str:
+    disp = display_table(table)
+    cells = [[str(c).replace("|", "\\|").replace("\n", " ") for c in row] for row in disp.values.tolist()]
+    head = ["# si-bench leaderboard", "",
+            f"Coupled-law fits U(t) = U_inf + A e^(-rate t) of solver (U_s) and verifier (U_v) uncertainty "
+            f"({'per-token' if unit == 'per_token' else 'total'} NLL); 95% bootstrap CIs over prompts. "
+            "Skill: backtest forecast skill vs persistence (1 - RMSE / RMSE_persistence).", ""]
+    if not cells:
+        return "\n".join(head + ["No trajectories.", ""])
+    return "\n".join(head) + tabulate(cells, headers=[h for _, h in COLUMNS], tablefmt="github") + "\n"
+
+
+# --------------------------------------------------------------------------- everything
+
+
+def render(frames: dict[str, pd.DataFrame], out_dir: Path) -> dict:
+    from reports import html, plots
+
+    out_dir = Path(out_dir)
+    (out_dir / "plots").mkdir(parents=True, exist_ok=True)
+    table = build_table(frames)
+    meta = frames["meta"]
+    unit = str(meta["unit"].iloc[0]) if not meta.empty else "total"
+    files = []
+    md = markdown(table, unit)
+    (out_dir / "leaderboard.md").write_text(md, encoding="utf-8")
+    table.to_csv(out_dir / "leaderboard.csv", index=False)
+    (out_dir / "leaderboard.json").write_text(
+        json.dumps({"unit": unit, "rows": frame_records(table)}, allow_nan=False, indent=1) + "\n", encoding="utf-8")
+    files += ["leaderboard.md", "leaderboard.csv", "leaderboard.json"]
+    sections = []
+    by_key = {m["fit_key"]: m for m in meta.to_dict("records")}
+    for r in table.to_dict("records"):
+        m = by_key[r["fit_key"]]
+        obs = trajectory_rows(frames, m)
+        curve = frames["curves"]
+        curve = curve[curve["fit_key"] == r["fit_key"]] if not curve.empty else curve
+        fit = json.loads(m["fit_json"]) if not _missing(m.get("fit_json")) else None
+        path = out_dir / r["plot"]
+        plots.trajectory_figure(path, obs, curve, fit, unit=unit, t_unit=str(m["t_unit"]),
+                                title=f"{r['model']} · {r['dataset']}/{r['split']} · {r['verifier']}")
+        files.append(r["plot"])
+        sections.append({"row": r, "fit": fit, "note": r["note"]})
+    (out_dir / "index.html").write_text(html.page(display_table(table), [h for _, h in COLUMNS], sections, unit),
+                                        encoding="utf-8")
+    files += ["index.html", "data.parquet"]
+    return {"out_dir": str(out_dir), "files": files, "rows": len(table)}
+
+
+def plot_columns(unit: str) -> tuple[str, str, str]:
+    suffix = "_per_token" if unit == "per_token" else ""
+    return f"U_s{suffix}", f"U_v{suffix}", f"gap{suffix}"
+
+
+def finite(a) -> np.ndarray:
+    return pd.to_numeric(pd.Series(a), errors="coerce").to_numpy(dtype=float)
