@@ -85,6 +85,21 @@ def write_plain_task(folder: Path, docs: list[dict], fewshot: list[dict], si_tas
     return "plain_solver"
 
 
+class StepCounter:
+    """Counts the token slots `model.generate` computes (rows x generated steps): the work actually done."""
+
+    def __init__(self, lm):
+        self.slots = 0
+        self._generate = lm.model.generate
+        lm.model.generate = self
+
+    def __call__(self, *args, **kwargs):
+        output = self._generate(*args, **kwargs)
+        prompt = kwargs.get("input_ids", args[0] if args else None)
+        self.slots += output.shape[0] * (output.shape[1] - prompt.shape[1])
+        return output
+
+
 def run_plain(lm, folder: Path, task_name: str, seed: int) -> tuple[float, list[dict]]:
     from lm_eval.evaluator import evaluate
     from lm_eval.tasks import TaskManager, get_task_dict
@@ -118,10 +133,12 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--num-fewshot", type=int, default=3)
     parser.add_argument("--chunk-prompts", type=int, default=EvalConfig.chunk_prompts)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--json", dest="json_out", default=None, help="write the numbers to this file")
     args = parser.parse_args()
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
-    torch.set_num_threads(os.cpu_count() or 1)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from lm_eval.models.huggingface import HFLM
 
@@ -139,6 +156,7 @@ def main() -> None:
                     seed_base="bench")
     load_s = time.perf_counter() - t0
     tokenizer = si_lm.tokenizer
+    plain_steps, si_steps = StepCounter(plain_lm), StepCounter(si_lm)
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -154,10 +172,12 @@ def main() -> None:
         run_si(si_lm, args.dataset, prompts[:warm], fewshot, n=args.samples, shots=args.num_fewshot,
                chunk=args.chunk_prompts, seed=999)
 
-        plain_times, si_times, plain_tokens, si_tokens, si_counted = [], [], [], [], []
+        plain_times, si_times, plain_tokens, si_tokens, si_counted, plain_slots, si_slots = [], [], [], [], [], [], []
         contexts_equal = None
         for r in range(REPEATS):
+            plain_steps.slots = si_steps.slots = 0
             elapsed, samples = run_plain(plain_lm, folder, task_name, seed=r)
+            plain_slots.append(plain_steps.slots)
             plain_times.append(elapsed)
             responses = [t for s in samples for group in s["resps"] for t in group]  # all N per prompt
             assert len(responses) == len(prompts) * args.samples, len(responses)
@@ -166,6 +186,7 @@ def main() -> None:
             elapsed, texts = run_si(si_lm, args.dataset, prompts, fewshot, n=args.samples, shots=args.num_fewshot,
                                     chunk=args.chunk_prompts, seed=r)
             si_times.append(elapsed)
+            si_slots.append(si_steps.slots)
             flat = [t for row in texts for t in row]
             assert len(flat) == len(prompts) * args.samples
             si_tokens.append(sum(len(tokenizer.encode(str(t), add_special_tokens=False)) for t in flat))
@@ -194,6 +215,7 @@ def main() -> None:
         "plain_times": plain_times, "si_times": si_times,
         "plain_tokens": statistics.median(plain_tokens), "si_tokens": statistics.median(si_tokens),
         "si_tokens_counted": statistics.median(si_counted),
+        "plain_token_slots": plain_slots, "si_token_slots": si_slots,
         "plain_tok_per_s": statistics.median(plain_tokens) / plain_s,
         "si_tok_per_s": statistics.median(si_tokens) / si_s,
         "verification_s": statistics.median(verify_times), "verified_candidates": len(items),
@@ -205,6 +227,8 @@ def main() -> None:
         ("tokens generated (re-tokenised text) plain", f"{report['plain_tokens']:.0f}"),
         ("tokens generated (re-tokenised text) si-bench", f"{report['si_tokens']:.0f}"),
         ("tokens si-bench counted (incl. stop token)", f"{report['si_tokens_counted']:.0f}"),
+        ("token slots computed (rows x steps) plain", str(plain_slots)),
+        ("token slots computed (rows x steps) si-bench", str(si_slots)),
         ("plain lm-eval s (median of 3)", f"{plain_s:.2f}  {[round(t, 2) for t in plain_times]}"),
         ("si-bench s (median of 3)", f"{si_s:.2f}  {[round(t, 2) for t in si_times]}"),
         ("ratio si-bench / plain (target <= 1.10)", f"{report['ratio']:.3f}"),

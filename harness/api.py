@@ -31,9 +31,9 @@ def train_round(run_id: str, *, db: str = store.DEFAULT_DB, workdir: str | None 
     from trainers.rounds import SelfImproveRun
 
     job = SelfImproveRun.load(run_id, db, workdir=workdir, progress=progress, log=log)
+    job.checkpoint(job.steps_done())  # fails before writing anything if its directory vanished
     if job.steps_done() >= job.steps_total():
         job.extend()
-    job.register()
     if job.steps_done() == 0:
         job.measure_test(0)
     return job.train_step()

@@ -43,10 +43,17 @@ def write_data(frames: dict[str, pd.DataFrame], path: Path) -> None:
         if f is None or f.empty:
             continue
         f = f.copy()
-        for col in f.columns:  # JSON and timestamps as text: one type per column across kinds
+        for col in f.columns:  # one type per column across kinds: numbers as float, the rest as text
             if f[col].dtype == object or str(f[col].dtype).startswith("datetime"):
-                f[col] = [None if _missing(v) else (v.isoformat(sep=" ") if hasattr(v, "isoformat") else str(v))
-                          for v in f[col]]
+                values = [v for v in f[col] if not _missing(v)]
+                if values and all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                                  for v in values):
+                    f[col] = pd.to_numeric(f[col], errors="coerce").astype(float)
+                elif not values:
+                    f[col] = pd.Series([None] * len(f), dtype=object, index=f.index)
+                else:
+                    f[col] = [None if _missing(v) else (v.isoformat(sep=" ") if hasattr(v, "isoformat") else str(v))
+                              for v in f[col]]
         f.insert(0, "kind", kind)
         parts.append(f)
     data = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"kind": pd.Series([], dtype=str)})

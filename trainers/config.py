@@ -37,6 +37,8 @@ class SelfImproveConfig:
         lora: LoRA fine-tuning (default) or full fine-tuning; lora_r, lora_alpha, learning_rate, epochs_per_round,
             train_batch_size, grad_accum: SFT settings (the paper's are not public).
         keep_checkpoints: `all` or `last`.
+        batch_size, n_boot, chunk_prompts: generation batch, bootstrap replicates, prompts per stored chunk
+            (these change no number and stay out of the run id).
     """
 
     model: str = "smollm2-135m"
@@ -68,10 +70,11 @@ class SelfImproveConfig:
     grad_accum: int = 1
     keep_checkpoints: str = "all"
     n_boot: int = 1000
+    chunk_prompts: int = 8
     extra: dict = field(default_factory=dict)
 
     # Settings that do not change any number: they stay out of the run id.
-    _NOT_HASHED = ("keep_checkpoints", "batch_size", "n_boot", "extra")
+    _NOT_HASHED = ("keep_checkpoints", "batch_size", "n_boot", "chunk_prompts", "extra")
 
     def validate(self) -> None:
         from harness.datasets import get_dataset

@@ -52,7 +52,7 @@ def eval_config(cfg: SelfImproveConfig, db: str, split: str, limit: int | None) 
         model=cfg.model, dataset=cfg.dataset, split=split, limit=limit, samples=cfg.samples, verifier=cfg.verifier,
         sigma=cfg.sigma, num_fewshot=cfg.num_fewshot, verifier_shots=cfg.verifier_shots,
         apply_chat_template=cfg.apply_chat_template, backend=cfg.backend, batch_size=cfg.batch_size,
-        max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, n_boot=cfg.n_boot, db=db,
+        max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, n_boot=cfg.n_boot, chunk_prompts=cfg.chunk_prompts, db=db,
     )
 
 
@@ -78,11 +78,13 @@ class SelfImproveRun:
         pool = {p.prompt_id for p in fewshot_pool(self.dataset)}
         train = [p for p in self.dataset.load(self.dataset.train_split) if p.prompt_id not in pool]
         self.train_prompts = sample_prompts(train, cfg.train_prompts, seed=cfg.seed)
-        if cfg.external:
-            self.external_counts = check_budget(cfg.shares(), cfg.budget, len(self.train_prompts))
-        else:
-            self.external_counts = [0] * cfg.rounds
-        self._lm = None
+        self.external_counts()  # a budget that cannot fit fails here, before anything is written
+
+    def external_counts(self) -> list[int]:
+        """External items per round (regenerate mode), from the budget and the allocation's shares."""
+        if not self.cfg.external:
+            return [0] * self.cfg.rounds
+        return check_budget(self.cfg.shares(), self.cfg.budget, len(self.train_prompts))
 
     # ---------- bookkeeping ----------
     @classmethod
@@ -167,7 +169,7 @@ class SelfImproveRun:
         else:
             completions = dict(picks_eval.picks)
             sources = {pid: "self" for pid in completions}
-            n_external = self.external_counts[step - 1] if self.cfg.mode == "regenerate" else 0
+            n_external = self.external_counts()[step - 1] if self.cfg.mode == "regenerate" else 0
             if n_external:
                 chosen = choose_prompts([p.prompt_id for p in self.train_prompts], n_external, self.cfg.seed, step)
                 external = source_for(self.cfg.external)(

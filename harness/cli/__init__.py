@@ -30,6 +30,8 @@ COMMANDS = {
     "runs": "runs",
     "fit": "fit",
     "simulate": "simulate",
+    "leaderboard": "leaderboard",
+    "import": "import_",
 }
 
 app = typer.Typer(

@@ -1,0 +1,126 @@
+"""Per-trajectory figures (matplotlib, Agg). Rendering only: fitted curves and the linearisation come in.
+
+Panels: (a) U_s and U_v with the fitted coupled curves and 95% bands, (b) the gap G = U_s - U_v with the
+fitted gap curve, (c) the linearisation check dG against G with its OLS line, (d) accuracies when measured.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+SOLVER, VERIFIER, GAP = "#1f77b4", "#d62728", "#2ca02c"
+
+
+def _col(frame: pd.DataFrame, name: str) -> np.ndarray | None:
+    if frame is None or name not in frame.columns:
+        return None
+    a = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float)
+    return None if np.isnan(a).all() else a
+
+
+def _errorbar(ax, t, y, lo, hi, color, label):
+    if y is None:
+        return
+    if lo is not None and hi is not None:
+        err = np.vstack([np.clip(y - lo, 0, None), np.clip(hi - y, 0, None)])
+        err = np.where(np.isfinite(err), err, 0.0)
+        ax.errorbar(t, y, yerr=err, fmt="o", color=color, ms=4, capsize=2, lw=1, label=label)
+    else:
+        ax.plot(t, y, "o", color=color, ms=4, label=label)
+
+
+def _band(ax, curve, name, color, label):
+    tg = _col(curve, "curve_t")
+    y = _col(curve, f"curve_{name}")
+    if tg is None or y is None:
+        return
+    ax.plot(tg, y, "-", color=color, lw=1.5, label=label)
+    lo, hi = _col(curve, f"curve_{name}_lo"), _col(curve, f"curve_{name}_hi")
+    if lo is not None and hi is not None:
+        ok = np.isfinite(lo) & np.isfinite(hi)
+        ax.fill_between(tg[ok], lo[ok], hi[ok], color=color, alpha=0.15, lw=0)
+
+
+def _limit(ax, fit, name, color):
+    q = (fit or {}).get(name) or {}
+    if q.get("estimate") is not None:
+        ax.axhline(q["estimate"], color=color, ls=":", lw=1)
+
+
+def trajectory_figure(path: Path, obs: pd.DataFrame, curve: pd.DataFrame | None, fit: dict | None, *,
+                      unit: str = "total", t_unit: str = "round", title: str = "") -> Path:
+    suffix = "_per_token" if unit == "per_token" else ""
+    t = _col(obs, "t")
+    t = np.zeros(0) if t is None else t
+    has_acc = _col(obs, "solver_acc") is not None or _col(obs, "verifier_acc") is not None
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7.2), dpi=90)
+    (a, b), (c, d) = axes
+    label_u = "NLL per token" if unit == "per_token" else "NLL (nats)"
+
+    # (a) U_s, U_v
+    for name, col, color, sym in (("solver", "U_s", SOLVER, "U_s"), ("verifier", "U_v", VERIFIER, "U_v")):
+        y = _col(obs, col + suffix)
+        _errorbar(a, t, y, _col(obs, f"{col}{suffix}_lo"), _col(obs, f"{col}{suffix}_hi"), color, f"{sym} measured")
+        _band(a, curve, name, color, f"{sym} coupled fit")
+        _limit(a, fit, f"{name}_limit", color)
+    a.set_title("(a) solver and verifier uncertainty", fontsize=10)
+    a.set_xlabel(t_unit)
+    a.set_ylabel(label_u)
+    a.legend(fontsize=7, loc="upper right")
+
+    # (b) gap
+    g = _col(obs, "gap" + suffix)
+    _errorbar(b, t, g, _col(obs, f"gap{suffix}_lo"), _col(obs, f"gap{suffix}_hi"), GAP, "G measured")
+    _band(b, curve, "gap", GAP, "G coupled fit")
+    _limit(b, fit, "gap_limit", GAP)
+    b.set_title("(b) gap G = U_s - U_v", fontsize=10)
+    b.set_xlabel(t_unit)
+    b.set_ylabel(label_u)
+    b.legend(fontsize=7, loc="upper right")
+
+    # (c) linearisation check: dG against G
+    lin = (fit or {}).get("linearisation") or {}
+    if g is not None and len(g) >= 2:
+        order = np.argsort(t)
+        ts, gs = t[order], g[order]
+        even = lin.get("spacing") is not None or (len(ts) > 1 and np.allclose(np.diff(ts), np.diff(ts)[0]))
+        dg = np.diff(gs) if even else np.diff(gs) / np.diff(ts)
+        x = gs[:-1]
+        c.plot(x, dg, "o", color=GAP, ms=5, label="observed")
+        if lin.get("slope") is not None and lin.get("intercept") is not None:
+            xs = np.linspace(x.min(), x.max(), 50)
+            c.plot(xs, lin["intercept"] + lin["slope"] * xs, "-", color="black", lw=1,
+                   label=f"OLS (R² {lin.get('r2', float('nan')):.2f})")
+        c.axhline(0, color="grey", lw=0.5)
+        c.set_ylabel("ΔG per step" if even else "dG/dt (Euler)")
+        c.legend(fontsize=7)
+    else:
+        c.text(0.5, 0.5, "too few points", ha="center", va="center", transform=c.transAxes)
+    c.set_title("(c) linearisation check: dG against G", fontsize=10)
+    c.set_xlabel("G")
+
+    # (d) accuracies
+    if has_acc:
+        for col, color, label in (("solver_acc", SOLVER, "solver"), ("verifier_acc", VERIFIER, "verifier")):
+            _errorbar(d, t, _col(obs, col), _col(obs, col + "_lo"), _col(obs, col + "_hi"), color, label)
+        d.set_title("(d) accuracy", fontsize=10)
+        d.set_xlabel(t_unit)
+        d.set_ylim(-0.02, 1.02)
+        d.legend(fontsize=7, loc="lower right")
+    else:
+        d.axis("off")
+    if title:
+        fig.suptitle(title.replace("$", r"\$"), fontsize=11)  # no mathtext from model names
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return path

@@ -1,0 +1,149 @@
+"""fit_store on a synthetic store, and the leaderboard files (from the store and from the parquet export)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import run_cli
+from harness import api, store
+from harness.errors import SIBenchError
+from synth_store import TRUTH, make_run
+
+HOSTILE = "<script>alert(1)</script>"
+
+
+def _strict(text: str):
+    def bad(token):
+        raise ValueError(f"non-strict JSON constant {token}")
+    return json.loads(text, parse_constant=bad)
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("lb") / "si.duckdb")
+    make_run(path, "good-run", model="org/good-model", ts=(0, 1, 2, 3, 4, 5))
+    make_run(path, "good-run", model="org/good-model", ts=(0, 1, 2, 3, 4, 5), split="train", P=15)
+    make_run(path, "short-run", model=HOSTILE, ts=(0, 1, 2), mode="fixed", noise=0.1)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fitted(db):
+    return api.fit_store(db, unit="per_token", boot=100, seed=0)
+
+
+@pytest.fixture(scope="module")
+def board(db, tmp_path_factory):
+    out = tmp_path_factory.mktemp("board")
+    res = api.leaderboard(db, out, boot=60, seed=0)
+    return out, res
+
+
+def test_fit_store_recovers_the_limits(fitted):
+    json.dumps(fitted, allow_nan=False)
+    by_key = {t["fit_key"]: t for t in fitted["trajectories"]}
+    good = by_key["good-run|gsm8k|test|self|per_token"]["fit"]
+    truth = {"solver_limit": TRUTH["us_inf"], "verifier_limit": TRUTH["uv_inf"],
+             "gap_limit": TRUTH["us_inf"] - TRUTH["uv_inf"], "rate": TRUTH["lam"]}
+    for q, value in truth.items():
+        lo, hi = good[q]["ci95"]
+        assert lo <= value <= hi, (q, good[q], value)
+    assert good["bootstrap"]["kind"] == "replicates" and good["bootstrap"]["n"] == 100
+    assert any("prompts measured at every t" in n for n in good.get("notes", []))
+    short = by_key["short-run|gsm8k|test|self|per_token"]
+    assert "fit" not in short and short["note"].startswith("too few points to fit")
+    assert fitted["n_fitted"] == 2  # good-run test and train
+
+
+def test_fit_store_writes_and_replaces_fits(db, fitted):
+    fits = store.query(db, "SELECT * FROM fits WHERE unit = 'per_token'")
+    assert set(fits.fit_key) == {"good-run|gsm8k|test|self|per_token", "good-run|gsm8k|train|self|per_token"}
+    row = fits[(fits.fit_key == "good-run|gsm8k|test|self|per_token") & (fits.law == "coupled")
+               & (fits.quantity == "solver_limit")].iloc[0]
+    assert row.run_id == "good-run" and row.split == "test" and row.verifier == "self" and row.r2 > 0.9
+    assert json.loads(row.details)["model"] == "org/good-model"
+    n = len(fits)
+    api.fit_store(db, unit="per_token", boot=20, seed=1)
+    again = store.query(db, "SELECT fit_key, law, quantity, count(*) AS n FROM fits WHERE unit = 'per_token' "
+                            "GROUP BY ALL")
+    assert len(again) == n and (again.n == 1).all()
+
+
+def test_fit_store_without_runs(tmp_path):
+    empty = tmp_path / "empty.duckdb"
+    with store.write(empty):
+        pass
+    with pytest.raises(SIBenchError, match="no self-improvement runs in"):
+        api.fit_store(empty)
+    with pytest.raises(SIBenchError, match="group-by"):
+        api.fit_store(empty, group_by="panel")
+
+
+def test_leaderboard_files(board):
+    out, res = board
+    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "index.html", "data.parquet"):
+        assert (out / name).is_file(), name
+    assert res["rows"] == 2
+    j = _strict((out / "leaderboard.json").read_text())
+    rows = {r["run_id"]: r for r in j["rows"]}
+    assert set(rows) == {"good-run", "short-run"}  # the test split of each run
+    good, short = rows["good-run"], rows["short-run"]
+    assert good["solver_limit_lo"] <= 50 * TRUTH["us_inf"] <= good["solver_limit_hi"]  # total NLL: 50 tokens
+    assert 0 < good["solver_acc_initial"] < good["solver_acc_final"] <= 1
+    assert good["r2_solver"] > 0.9 and good["best_law"] is not None and good["coupled_skill"] is not None
+    assert short["note"] == "too few points to fit" and short["solver_limit"] is None
+    assert short["solver_acc_final"] is not None and short["mode"] == "fixed"
+    csv = pd.read_csv(out / "leaderboard.csv")
+    assert list(csv.run_id) == [r["run_id"] for r in j["rows"]]
+    md = (out / "leaderboard.md").read_text()
+    assert "| model" in md and "org/good-model" in md and "too few points to fit" in md
+
+
+def test_html_is_static_and_escaped(board):
+    out, _ = board
+    html = (out / "index.html").read_text()
+    assert HOSTILE not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<script" not in html.lower()
+    assert "http://" not in html and "https://" not in html
+    srcs = re.findall(r'src="([^"]+)"', html)
+    assert len(srcs) == 2
+    for src in srcs:
+        assert not src.startswith(("/", "data:", "//")) and (out / src).is_file()
+
+
+def test_plots_are_pngs(board):
+    out, _ = board
+    pngs = sorted((out / "plots").glob("*.png"))
+    assert len(pngs) == 2
+    for p in pngs:
+        data = p.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_regenerate_from_parquet(board, tmp_path):
+    out, _ = board
+    data = pd.read_parquet(out / "data.parquet")
+    assert set(data["kind"]) == {"summary", "fits", "curves", "meta"}
+    again = tmp_path / "again"
+    res = api.leaderboard(None, again, from_parquet=out / "data.parquet")
+    assert res["rows"] == 2
+    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json"):
+        assert (again / name).read_text() == (out / name).read_text(), name
+    assert (again / "index.html").read_text() == (out / "index.html").read_text()
+    assert len(list((again / "plots").glob("*.png"))) == 2 and (again / "data.parquet").is_file()
+    with pytest.raises(SIBenchError, match="not found"):
+        api.leaderboard(None, tmp_path / "x", from_parquet=tmp_path / "missing.parquet")
+
+
+def test_cli_leaderboard_from_parquet(board, tmp_path):
+    out, _ = board
+    r = run_cli("leaderboard", "--from-parquet", str(out / "data.parquet"), "--out", str(tmp_path / "cli"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "cli" / "leaderboard.md").read_text() == (out / "leaderboard.md").read_text()
+    r = run_cli("leaderboard", "--db", str(tmp_path / "none.duckdb"), "--out", str(tmp_path / "cli2"))
+    assert r.returncode == 2 and r.stderr.startswith("error: ")

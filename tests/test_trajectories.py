@@ -1,0 +1,104 @@
+"""Trajectories read from the store: grouping, ordering, prompt-bootstrap replicates, seed replicates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harness import store
+from harness.errors import SIBenchError
+from harness.trajectories import combine_replicates, load_trajectories, trajectories_frame
+from synth_store import TOKENS, law, make_run
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    db = str(tmp_path_factory.mktemp("traj") / "si.duckdb")
+    make_run(db, "run-a", seed=0, ts=(0, 1, 2, 3, 4, 5))
+    make_run(db, "run-a", seed=0, ts=(0, 1, 2, 3, 4, 5), split="train", P=20)
+    make_run(db, "run-b", seed=1, ts=(0, 1, 2, 3, 4, 5))
+    make_run(db, "run-c", seed=2, ts=(0, 2, 4), mode="fixed")
+    return db
+
+
+def test_one_trajectory_per_run_split_ordered_by_t(two_runs):
+    trajs = load_trajectories(two_runs)
+    keys = [tr.key for tr in trajs]
+    assert keys == sorted(keys)
+    assert {(tr.run_id, tr.split) for tr in trajs} == {("run-a", "test"), ("run-a", "train"), ("run-b", "test"),
+                                                      ("run-c", "test")}
+    a = next(tr for tr in trajs if tr.run_id == "run-a" and tr.split == "test")
+    assert a.key == "run-a|gsm8k|test|self|total"
+    assert list(a.t) == [0, 1, 2, 3, 4, 5] and a.t_unit == "round" and a.mode == "regenerate"
+    assert a.model == "tiny" and a.verifier == "self" and a.n_points == 6 and a.n_prompts_shared == 40
+    s = store.query(two_runs, "SELECT U_s, U_v, solver_acc FROM summary WHERE run_id = 'run-a' AND split = 'test' "
+                              "ORDER BY t")
+    np.testing.assert_allclose(a.solver, s["U_s"])
+    np.testing.assert_allclose(a.verifier_u, s["U_v"])
+    np.testing.assert_allclose(a.solver_acc, s["solver_acc"])
+    assert np.all(np.diff(a.solver) < 0) and np.all(a.solver > a.verifier_u)
+    c = next(tr for tr in trajs if tr.run_id == "run-c")
+    assert c.mode == "fixed" and c.n_points == 3
+
+
+def test_per_token_unit_matches_the_law(two_runs):
+    a = next(tr for tr in load_trajectories(two_runs, unit="per_token") if tr.key.startswith("run-a|gsm8k|test"))
+    us, uv = law(a.t)
+    assert a.unit == "per_token" and a.key.endswith("|per_token")
+    assert np.max(np.abs(a.solver - us)) < 0.2 and np.max(np.abs(a.verifier_u - uv)) < 0.2
+    with pytest.raises(SIBenchError, match="unit"):
+        load_trajectories(two_runs, unit="bits")
+
+
+def test_replicates_resample_prompts_paired_over_t(two_runs):
+    a = next(tr for tr in load_trajectories(two_runs) if tr.key.startswith("run-a|gsm8k|test"))
+    reps = a.replicates(300, seed=1)
+    assert reps.shape == (300, 6, 2) and np.isfinite(reps).all()
+    np.testing.assert_array_equal(reps, a.replicates(300, seed=1))  # seeded
+    np.testing.assert_allclose(reps.mean(axis=0)[:, 0], a.solver, atol=3 * reps.std(axis=0)[:, 0].max() / 10)
+    sd = reps.std(axis=0)
+    assert np.all(sd > 0) and np.all(sd[:, 0] < 0.1 * TOKENS)
+    # the same prompts at every t: replicate deviations are strongly correlated over time
+    dev = reps[:, :, 0] - reps[:, :, 0].mean(axis=0)
+    assert np.corrcoef(dev[:, 0], dev[:, -1])[0, 1] > 0.5
+    assert a.replicates(0) is None
+
+
+def test_only_shared_prompts_and_external_picks_skipped(tmp_path):
+    db = str(tmp_path / "si.duckdb")
+    make_run(db, "run-x", drop_prompt_at=2, external_prompts=3, P=12)
+    (tr,) = load_trajectories(db)
+    assert tr.n_prompts_shared == 11
+    assert tr._prompt_v.shape == (6, 11) and np.isnan(tr._prompt_v).sum() > 0  # external picks: no U_v
+    reps = tr.replicates(100, seed=0)
+    assert np.isfinite(reps).all()
+    assert abs(reps[:, :, 1].mean() - tr.verifier_u.mean()) < 0.05 * TOKENS
+
+
+def test_combine_seed_replicates(two_runs):
+    trajs = [tr for tr in load_trajectories(two_runs) if tr.split == "test"]
+    combined = combine_replicates(trajs)
+    means = [tr for tr in combined if len(tr.runs) > 1]
+    assert len(means) == 1 and len(combined) == 2  # run-c has another mode and grid: left alone
+    m = means[0]
+    a, b = (next(tr for tr in trajs if tr.run_id == r) for r in ("run-a", "run-b"))
+    assert m.runs == ["run-a", "run-b"] and m.run_id == "mean(run-a,run-b)"
+    np.testing.assert_allclose(m.solver, (a.solver + b.solver) / 2)
+    reps = m.replicates(200, seed=0)
+    assert reps.shape == (200, 6, 2)
+    # every replicate is a mean of the two runs' series drawn with replacement
+    options = np.stack([a.solver, (a.solver + b.solver) / 2, b.solver])
+    assert all(np.any(np.all(np.isclose(options, r[:, 0]), axis=1)) for r in reps)
+
+
+def test_long_frame(two_runs):
+    f = trajectories_frame(two_runs)
+    assert {"run_id", "model", "dataset", "split", "t", "series", "value"} <= set(f.columns)
+    assert set(f["series"]) == {"solver", "verifier", "gap", "solver_acc", "verifier_acc"}
+    sub = f[(f.run_id == "run-a") & (f.split == "test") & (f.series == "solver")]
+    assert list(sub.t) == [0, 1, 2, 3, 4, 5]
+
+
+def test_missing_store_is_a_user_error(tmp_path):
+    with pytest.raises(SIBenchError, match="not found"):
+        load_trajectories(tmp_path / "nope.duckdb")
