@@ -30,6 +30,7 @@ COMMANDS = {
     "runs": "runs",
     "fit": "fit",
     "simulate": "simulate",
+    "demo": "demo",
     "leaderboard": "leaderboard",
     "import": "import_",
 }

@@ -101,7 +101,10 @@ def command(
         raise SIBenchError("give exactly one of --trajectory FILE or --db STORE")
     if db is not None:
         out = _fit_db(db, group_by=group_by, unit=unit, boot=boot, seed=seed, eps=eps, holdout=holdout)
-        typer.echo(json.dumps(out, allow_nan=False) if as_json else json.dumps(out, indent=2, allow_nan=False))
+        if as_json:
+            typer.echo(json.dumps(out, allow_nan=False))
+        else:
+            print_store_fits(out)
         return
     df = read_table(trajectory)
     tcol = time_column(df)
@@ -121,6 +124,17 @@ def command(
         typer.echo(json.dumps(j, allow_nan=False))
     else:
         _print_table(j, str(trajectory))
+
+
+def print_store_fits(out: dict) -> None:
+    """One table per stored trajectory, or the note saying why it was not fitted."""
+    for entry in out["trajectories"]:
+        title = entry.get("fit_key", "")
+        if entry.get("fit"):
+            _print_table(entry["fit"], title)
+        else:
+            typer.echo(f"{title}: {entry.get('note', 'not fitted')}")
+    typer.echo(f"{out['n_fitted']} trajectories fitted; saved into the fits table of {out['db']}")
 
 
 def _fit_db(db: Path, **kwargs) -> dict:

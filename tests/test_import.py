@@ -1,0 +1,100 @@
+"""`si-bench import`: merge a store from another machine without duplicates."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from conftest import run_cli
+from harness import api, store
+from harness.errors import SIBenchError
+from synth_store import make_run
+
+TABLES = ("runs", "prompts", "generations", "evaluations", "run_evals", "samples", "verdicts", "picks", "metrics",
+          "checkpoints")
+
+
+def counts(db) -> dict[str, int]:
+    with store.read(db) as con:
+        return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
+
+
+@pytest.fixture
+def pair(tmp_path):
+    here, there = str(tmp_path / "here.duckdb"), str(tmp_path / "there.duckdb")
+    make_run(here, "run-1", ts=(0, 1, 2), P=6, n_boot=10)
+    make_run(there, "run-1", ts=(0, 1, 2), P=6, n_boot=10)  # the same rows on both machines
+    make_run(there, "run-2", ts=(0, 1, 2, 3), P=6, n_boot=10, seed=1)
+    return here, there
+
+
+def test_merge_without_duplicates(pair):
+    here, there = pair
+    before, other = counts(here), counts(there)
+    added = api.import_store(there, here)
+    after = counts(here)
+    assert after == other  # run-1 was in both: only run-2 came in
+    assert added["runs"] == {"added": 1, "updated": 0}
+    assert added["samples"]["added"] == other["samples"] - before["samples"] > 0
+    assert store.query(here, "SELECT count(*) AS n FROM summary WHERE run_id = 'run-2'").n[0] == 4
+    again = api.import_store(there, here)
+    assert all(c == {"added": 0, "updated": 0} for c in again.values())
+    assert counts(here) == after
+
+
+def test_newer_rows_replace_older(pair):
+    here, there = pair
+    with store.write(here) as con:
+        con.execute("UPDATE evaluations SET status = 'running', finished_at = NULL WHERE eval_id LIKE 'run-1%e2'")
+        con.execute("UPDATE runs SET rounds_done = 1, updated_at = updated_at - INTERVAL 1 DAY")
+    res = api.import_store(there, here)
+    assert res["evaluations"]["updated"] == 1 and res["runs"]["updated"] == 1
+    s = store.query(here, "SELECT status FROM evaluations WHERE eval_id LIKE 'run-1%e2'")
+    assert list(s.status) == ["done"]
+    assert store.query(here, "SELECT rounds_done FROM runs WHERE run_id = 'run-1'").rounds_done[0] == 2
+    # the target's newer copy wins the other way round
+    assert api.import_store(here, there)["runs"]["updated"] == 0
+
+
+def test_into_a_new_store(pair, tmp_path):
+    _, there = pair
+    fresh = tmp_path / "fresh.duckdb"
+    api.import_store(there, fresh)
+    assert counts(fresh) == counts(there)
+
+
+def test_rejects_what_is_not_a_store(pair, tmp_path):
+    here, _ = pair
+    text = tmp_path / "notes.duckdb"
+    text.write_text("hello")
+    with pytest.raises(SIBenchError, match="not a DuckDB file"):
+        api.import_store(text, here)
+    plain = tmp_path / "plain.duckdb"
+    con = duckdb.connect(str(plain))
+    con.execute("CREATE TABLE runs (run_id VARCHAR PRIMARY KEY)")
+    con.close()
+    with pytest.raises(SIBenchError, match="not an si-bench store"):
+        api.import_store(plain, here)
+    with pytest.raises(SIBenchError, match="no store to import"):
+        api.import_store(tmp_path / "missing.duckdb", here)
+    with pytest.raises(SIBenchError, match="into itself"):
+        api.import_store(here, here)
+    before = counts(here)
+    assert counts(here) == before  # nothing written on failure
+
+
+def test_rejects_a_newer_schema(pair, tmp_path):
+    here, there = pair
+    with store.write(there) as con:
+        con.execute("INSERT INTO schema_version VALUES (?, now())", [store.SCHEMA_VERSION + 1])
+    with pytest.raises(SIBenchError, match="newer"):
+        api.import_store(there, here)
+
+
+def test_cli_import(pair, tmp_path):
+    here, there = pair
+    r = run_cli("import", there, "--db", here)
+    assert r.returncode == 0, r.stderr
+    assert "runs" in r.stdout and "rows added" in r.stdout
+    r = run_cli("import", str(tmp_path / "missing.duckdb"), "--db", here)
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
