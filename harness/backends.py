@@ -138,6 +138,21 @@ class LogprobHFLM(HFLM):
                     self.on_batch(len(batch))
         return results  # type: ignore[return-value]
 
+    def _shared_prefill(self, context: torch.Tensor, mask: torch.Tensor, row_of: torch.Tensor):
+        """Encode each distinct prompt once and share its KV cache among its N samples.
+
+        With N samples per prompt, the prompt's forward pass (most of the cost on short answers) is done
+        once instead of N times. The last prompt token is left for `generate`, which continues from the cache.
+        """
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        self.model(input_ids=context[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
+                   past_key_values=cache, use_cache=True, logits_to_keep=1)
+        cache.reorder_cache(row_of)
+        return cache
+
     def _sample_batch(self, contexts: list[str], gen_kwargs: dict, seeds: list[int]) -> list[SampledText]:
         from transformers import GenerationConfig, LogitsProcessorList
 
@@ -152,16 +167,22 @@ class LogprobHFLM(HFLM):
             max_new = min(max_new, self.max_new_tokens)
         eos = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
         stops = handle_stop_sequences(gen_kwargs.pop("until", None), eos=eos)
-        context, mask = self.tok_batch_encode(contexts, left_truncate_len=self.max_length - max_new)
+        unique = list(dict.fromkeys(contexts))
+        row_of = torch.tensor([unique.index(c) for c in contexts], device=self.device)
+        context, mask = self.tok_batch_encode(unique, left_truncate_len=self.max_length - max_new)
+        context, mask = context.to(self.device), mask.to(self.device)
         sampler = GumbelSampler(seeds, temperature)
         config = GenerationConfig(
             do_sample=False, max_new_tokens=max_new, pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.eot_token_id,
         )
         with torch.no_grad():
+            cache = self._shared_prefill(context, mask, row_of) if len(unique) < len(contexts) else None
+            context, mask = context[row_of], mask[row_of]
             output = self.model.generate(
-                input_ids=context.to(self.device),
-                attention_mask=mask.to(self.device),
+                input_ids=context,
+                attention_mask=mask,
+                past_key_values=cache,
                 generation_config=config,
                 logits_processor=LogitsProcessorList([sampler]),
                 stopping_criteria=stop_sequences_criteria(self.tokenizer, stops, context.shape[1], context.shape[0]),
