@@ -27,6 +27,7 @@ test: install
 bench: install
 	$(PY) bench/bench_evaluate.py
 	$(PY) bench/bench_fit.py
+	$(PY) bench/bench_measures.py
 
 leaderboard: install
 	$(SI) leaderboard --db $(DB) --out leaderboard/
