@@ -74,9 +74,11 @@ def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise SIBenchError(f"{path}: line {number} is not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise SIBenchError(f"{path}: line {number} is not a JSON object")
             missing = [k for k in required if k not in row]
-            if not isinstance(row, dict) or missing:
-                raise SIBenchError(f"{path}: line {number} lacks field(s) {', '.join(missing) or required}")
+            if missing:
+                raise SIBenchError(f"{path}: line {number} lacks field(s) {', '.join(missing)}")
             rows.append(row)
     return rows
 
@@ -204,15 +206,17 @@ def arith(split: str, seed: int = 0) -> tuple[Prompt, ...]:
     rng = random.Random(f"arith-{seed}")
     quota = ARITH_SIZES[split] // len(ARITH_LEVELS)
     prompts: list[Prompt] = []
+    seen: set[str] = set()  # across levels: an expression two levels can draw is one prompt
     for level in sorted(ARITH_LEVELS):
-        seen: set[str] = set()
+        drawn = 0
         for _ in range(50 * quota):
-            if len(seen) == quota:
+            if drawn == quota:
                 break
             expression, value = _arith_problem(rng, level)
             if expression in seen or arith_split_of(expression) != split:
                 continue
             seen.add(expression)
+            drawn += 1
             prompts.append(
                 Prompt(
                     prompt_id=f"arith-{_stable_id(expression)}",

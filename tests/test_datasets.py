@@ -95,8 +95,6 @@ def test_arith_train_and_test_are_disjoint_and_correct():
     assert arith.check("#### 1000", test[0].answer)[1] is (test[0].answer == "1000")
 
 
-@pytest.mark.xfail(strict=True, reason="harness/datasets.py arith(): `seen` is per level, so 'a + b' drawn in level1 "
-                                      "and level2 appears twice with the same prompt_id")
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_arith_prompt_ids_are_unique(split):
     prompts = get_dataset("arith").load(split)
@@ -166,8 +164,6 @@ def test_unknown_split_and_dataset():
         get_dataset("mmlu")
 
 
-@pytest.mark.xfail(strict=True, reason="harness/datasets.py read_jsonl tests `k in row` before isinstance(row, dict): "
-                                      "a line holding a bare number raises TypeError")
 def test_non_object_line_is_a_user_error(tmp_path):
     path = _write(tmp_path / "train.jsonl", [json.dumps({"question": "q", "answer": "#### 1"}), "42"])
     with pytest.raises(SIBenchError, match="line 2"):
