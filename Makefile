@@ -29,5 +29,6 @@ bench: install
 	$(PY) bench/bench_fit.py
 	$(PY) bench/bench_measures.py
 
+# Rebuild the published leaderboard/ from the parquet export it ships with (no store needed).
 leaderboard: install
-	$(SI) leaderboard --db $(DB) --out leaderboard/
+	$(SI) leaderboard --from-parquet leaderboard/data.parquet --out leaderboard/

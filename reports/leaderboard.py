@@ -182,10 +182,10 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
     for r in table.to_dict("records"):
         d = {}
         for col, _ in COLUMNS:
-            v = r.get(col)
+            v = None if _missing(r.get(col)) else r.get(col)
             if col in CI_QUANTITIES:
-                lo, hi = r.get(f"{col}_lo"), r.get(f"{col}_hi")
-                d[col] = _f(v) + ("" if lo is None or hi is None else f" [{_f(lo)}, {_f(hi)}]")
+                v, lo, hi = _num(v), _num(r.get(f"{col}_lo")), _num(r.get(f"{col}_hi"))
+                d[col] = _f(v) + ("" if v is None or lo is None or hi is None else f" [{_f(lo)}, {_f(hi)}]")
             elif col.startswith("solver_acc"):
                 d[col] = _pct(v)
             elif col.startswith("r2_"):
@@ -200,16 +200,23 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=[c for c, _ in COLUMNS])
 
 
+def _md_cell(c) -> str:
+    """Table-safe and inert: no pipes, newlines or raw HTML from model names."""
+    return (str(c).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+            .replace("\n", " "))
+
+
 def markdown(table: pd.DataFrame, unit: str) -> str:
     disp = display_table(table)
-    cells = [[str(c).replace("|", "\\|").replace("\n", " ") for c in row] for row in disp.values.tolist()]
+    cells = [[_md_cell(c) for c in row] for row in disp.values.tolist()]
     head = ["# si-bench leaderboard", "",
             f"Coupled-law fits U(t) = U_inf + A e^(-rate t) of solver (U_s) and verifier (U_v) uncertainty "
             f"({'per-token' if unit == 'per_token' else 'total'} NLL); 95% bootstrap CIs over prompts. "
             "Skill: backtest forecast skill vs persistence (1 - RMSE / RMSE_persistence).", ""]
     if not cells:
         return "\n".join(head + ["No trajectories.", ""])
-    return "\n".join(head) + tabulate(cells, headers=[h for _, h in COLUMNS], tablefmt="github") + "\n"
+    return "\n".join(head) + "\n" + tabulate(cells, headers=[h for _, h in COLUMNS], tablefmt="github",
+                                             disable_numparse=True) + "\n"
 
 
 # --------------------------------------------------------------------------- everything

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import duckdb
 import pytest
 
@@ -19,12 +21,21 @@ def counts(db) -> dict[str, int]:
         return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
 
 
-@pytest.fixture
-def pair(tmp_path):
-    here, there = str(tmp_path / "here.duckdb"), str(tmp_path / "there.duckdb")
+@pytest.fixture(scope="module")
+def templates(tmp_path_factory):
+    d = tmp_path_factory.mktemp("import-templates")
+    here, there = d / "here.duckdb", d / "there.duckdb"
     make_run(here, "run-1", ts=(0, 1, 2), P=6, n_boot=10)
     make_run(there, "run-1", ts=(0, 1, 2), P=6, n_boot=10)  # the same rows on both machines
     make_run(there, "run-2", ts=(0, 1, 2, 3), P=6, n_boot=10, seed=1)
+    return here, there
+
+
+@pytest.fixture
+def pair(templates, tmp_path):
+    here, there = str(tmp_path / "here.duckdb"), str(tmp_path / "there.duckdb")
+    shutil.copy(templates[0], here)
+    shutil.copy(templates[1], there)
     return here, there
 
 
@@ -65,6 +76,7 @@ def test_into_a_new_store(pair, tmp_path):
 
 def test_rejects_what_is_not_a_store(pair, tmp_path):
     here, _ = pair
+    before = counts(here)
     text = tmp_path / "notes.duckdb"
     text.write_text("hello")
     with pytest.raises(SIBenchError, match="not a DuckDB file"):
@@ -79,7 +91,6 @@ def test_rejects_what_is_not_a_store(pair, tmp_path):
         api.import_store(tmp_path / "missing.duckdb", here)
     with pytest.raises(SIBenchError, match="into itself"):
         api.import_store(here, here)
-    before = counts(here)
     assert counts(here) == before  # nothing written on failure
 
 
