@@ -267,7 +267,7 @@ def trajectories_frame(db: str | Path, *, unit: str = "total") -> pd.DataFrame:
                 continue
             for t, v in zip(tr.t, values):
                 rows.append({"run_id": tr.run_id, "model": tr.model, "dataset": tr.dataset, "split": tr.split,
-                             "verifier_method": tr.verifier, "mode": tr.mode, "unit": tr.unit, "t_unit": tr.t_unit,
+                             "verifier": tr.verifier, "mode": tr.mode, "unit": tr.unit, "t_unit": tr.t_unit,
                              "t": float(t), "series": name, "value": float(v)})
-    cols = ["run_id", "model", "dataset", "split", "verifier_method", "mode", "unit", "t_unit", "t", "series", "value"]
+    cols = ["run_id", "model", "dataset", "split", "verifier", "mode", "unit", "t_unit", "t", "series", "value"]
     return pd.DataFrame(rows, columns=cols)

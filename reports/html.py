@@ -12,18 +12,24 @@ body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; ma
 h1 { font-size: 22px; margin-bottom: 4px; }
 h2 { font-size: 17px; margin-top: 32px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
 p.lead { color: #555; max-width: 1100px; font-size: 14px; }
-table { border-collapse: collapse; font-size: 13px; }
-th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
+div.scroll { overflow-x: auto; max-width: 100%; }
+table { border-collapse: collapse; font-size: 12px; }
+th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: left; vertical-align: top; }
+th { font-weight: 600; }
+td.text { max-width: 18em; overflow-wrap: break-word; }
+td.model { min-width: 9em; } td.note { min-width: 7em; }
+span.ci { color: #666; font-size: 11px; }
 th { background: #f3f3f3; }
 tr:nth-child(even) td { background: #fafafa; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-.note { color: #a15c00; }
+.note, td.note { color: #a15c00; }
 .small { color: #666; font-size: 12px; }
 img.plot { max-width: 100%; width: 900px; border: 1px solid #eee; }
 dl.fit { display: grid; grid-template-columns: max-content auto; gap: 2px 12px; font-size: 13px; }
 dl.fit dt { color: #555; } dl.fit dd { margin: 0; }
 """
 
+CI_COLUMNS = {"solver_limit", "verifier_limit", "gap_limit", "rate"}
 TEXT_COLUMNS = {"model", "dataset", "split", "verifier", "mode", "best_law", "note"}
 
 
@@ -74,19 +80,20 @@ def page(table: pd.DataFrame, headers: list[str], sections: list[dict], unit: st
     if table.empty:
         parts.append("<p>No trajectories.</p>")
     else:
-        parts.append("<table><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in headers) + "</tr></thead><tbody>")
+        parts.append("<div class=\"scroll\"><table><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in headers) + "</tr></thead><tbody>")
         for i, row in enumerate(table.to_dict("records")):
             cells = []
             for col in table.columns:
-                cls = "" if col in TEXT_COLUMNS else " class=\"num\""
-                if col == "note" and row[col]:
-                    cls = " class=\"note\""
+                cls = f" class=\"text {col}\"" if col in TEXT_COLUMNS else " class=\"num\""
                 text = _e(row[col])
+                if col in CI_COLUMNS and " [" in str(row[col]):
+                    est, ci = str(row[col]).split(" [", 1)
+                    text = f"{_e(est)}<br><span class=\"ci\">[{_e(ci)}</span>"
                 if col == "model":
                     text = f"<a href=\"#run-{i}\">{text}</a>"
                 cells.append(f"<td{cls}>{text}</td>")
             parts.append("<tr>" + "".join(cells) + "</tr>")
-        parts.append("</tbody></table>")
+        parts.append("</tbody></table></div>")
     for i, s in enumerate(sections):
         r = s["row"]
         parts.append(f"<h2 id=\"run-{i}\">{_e(r['model'])} · {_e(r['dataset'])}/{_e(r['split'])} · "

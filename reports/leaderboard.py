@@ -249,17 +249,9 @@ def render(frames: dict[str, pd.DataFrame], out_dir: Path) -> dict:
         plots.trajectory_figure(path, obs, curve, fit, unit=unit, t_unit=str(m["t_unit"]),
                                 title=f"{r['model']} · {r['dataset']}/{r['split']} · {r['verifier']}")
         files.append(r["plot"])
+        r = {k: (None if _missing(v) else v) for k, v in r.items()}
         sections.append({"row": r, "fit": fit, "note": r["note"]})
     (out_dir / "index.html").write_text(html.page(display_table(table), [h for _, h in COLUMNS], sections, unit),
                                         encoding="utf-8")
     files += ["index.html", "data.parquet"]
     return {"out_dir": str(out_dir), "files": files, "rows": len(table)}
-
-
-def plot_columns(unit: str) -> tuple[str, str, str]:
-    suffix = "_per_token" if unit == "per_token" else ""
-    return f"U_s{suffix}", f"U_v{suffix}", f"gap{suffix}"
-
-
-def finite(a) -> np.ndarray:
-    return pd.to_numeric(pd.Series(a), errors="coerce").to_numpy(dtype=float)

@@ -100,7 +100,7 @@ def trajectory_figure(path: Path, obs: pd.DataFrame, curve: pd.DataFrame | None,
                    label=f"OLS (R² {lin.get('r2', float('nan')):.2f})")
         c.axhline(0, color="grey", lw=0.5)
         c.set_ylabel("ΔG per step" if even else "dG/dt (Euler)")
-        c.legend(fontsize=7)
+        c.legend(fontsize=7, loc="best")
     else:
         c.text(0.5, 0.5, "too few points", ha="center", va="center", transform=c.transAxes)
     c.set_title("(c) linearisation check: dG against G", fontsize=10)

@@ -105,11 +105,3 @@ def make_run(db, run_id="tiny-gsm8k-regenerate-s0-abc", *, model="tiny", dataset
                 {"eval_id": eval_id, "name": name, "value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high,
                  "n": m.n, "reason": m.reason} for name, m in metrics.items()])
     return eval_ids
-
-
-def nll_matrix(db, eval_id):
-    return store.query(db, "SELECT * FROM samples JOIN evaluations USING (gen_id) WHERE eval_id = ?", [eval_id])
-
-
-def dump(obj) -> str:
-    return json.dumps(obj, sort_keys=True, default=str)

@@ -13,11 +13,9 @@ def command(
     db: Path = typer.Option(Path("si-bench.duckdb"), "--db", help="The store to merge into."),
     as_json: bool = typer.Option(False, "--json", help="Print the counts as one JSON object."),
 ) -> None:
-    """Merge another si-bench store into --db without duplicates, in one transaction.
+    """Merge another si-bench store (e.g. one brought back from a GPU machine) into --db without duplicates, in one transaction.
 
-    Rows with a new primary key are added; rows already present are kept, unless the other copy is newer
-    (a run updated later, an evaluation finished since, a newer fit). Importing the same file twice changes
-    nothing. Prints the rows added and updated per table.
+    Rows with a new primary key are added; rows already present are kept unless the other copy is newer (a run updated later, an evaluation finished since, a newer fit). Importing the same file twice changes nothing. Prints the rows added and updated per table.
     """
     from tabulate import tabulate
 

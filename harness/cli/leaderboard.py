@@ -20,9 +20,7 @@ def command(
 ) -> None:
     """Write the leaderboard: leaderboard.md/.csv/.json, index.html, per-run plots and data.parquet.
 
-    Fits the coupled law to every run's trajectory in --db (runs with fewer than 4 points are listed with
-    their accuracies and a note). With --from-parquet the same files are rebuilt from an earlier export,
-    without the store.
+    Fits the coupled law to every run's trajectory in --db (runs with fewer than 4 points are listed with their accuracies and a note) and saves the fits into the store. With --from-parquet the same files are rebuilt from an earlier data.parquet export, without the store.
     """
     from harness import api
     from harness.errors import SIBenchError
