@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from harness.select import Selection, hybrid_best_of_n
+from harness.select import Selection, _as_2d, hybrid_best_of_n
 
 __all__ = ["Measure", "compute_measures", "paired_difference", "pass_at_k"]
 
@@ -135,18 +135,8 @@ def _finish(boot: _Boot, value, reps, n: int, reason: str | None = None) -> Meas
 
 
 def _arr2d(name: str, x, P_N: tuple[int, int] | None = None) -> np.ndarray:
-    try:
-        a = np.asarray(x, dtype=float)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{name} must be a numeric (P, N) array: {e}") from None
-    if a.ndim != 2:
-        raise ValueError(f"{name} must be a 2-d (P, N) array (prompts x samples), got shape {a.shape}")
-    if P_N is None:
-        if a.shape[0] < 1:
-            raise ValueError(f"{name} has no prompts (P = 0); need P >= 1")
-        if a.shape[1] < 1:
-            raise ValueError(f"{name} has no samples per prompt (N = 0); need N >= 1")
-    elif a.shape != P_N:
+    a = _as_2d(name, x)
+    if P_N is not None and a.shape != P_N:
         raise ValueError(f"shape mismatch: {name} has shape {a.shape}, expected {P_N} like nll")
     return a
 
