@@ -247,6 +247,8 @@ class SelfImproveRun:
         else:
             picks = self._evaluate(self.base, 0, "train", prompts=self.train_prompts)
             rows = self._training_rows(0, picks)
+            # Each half epoch is its own SFT call from the previous adapter (resumable at that grain); the
+            # optimiser state restarts at each step, as it does between regenerate rounds.
             epoch, half = divmod(step - 1, 2)
             order = list(range(len(rows)))
             random.Random(f"fixed-{self.cfg.seed}-{epoch}").shuffle(order)
