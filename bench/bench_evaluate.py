@@ -10,7 +10,7 @@ is timed separately.
 
 Plain side: the stock `HFLM` and a stock-style YAML task (json data files) in a temporary folder,
 loaded with `TaskManager(include_path=..., include_defaults=False)`, run with `lm_eval.evaluator.evaluate`.
-si-bench side: `harness.lmeval.sample_solutions` with `LogprobHFLM`, in chunks of `--chunk-prompts`
+si-bench side: `si_bench.lmeval.sample_solutions` with `LogprobHFLM`, in chunks of `--chunk-prompts`
 prompts as `Evaluation._sample` does.
 
 Run:
@@ -38,13 +38,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from harness import lmeval  # noqa: E402
-from harness.backends import load_lm  # noqa: E402
-from harness.datasets import get_dataset  # noqa: E402
-from harness.evaluation import EvalConfig, fewshot_pool, select_prompts  # noqa: E402
-from harness.models import resolve_model  # noqa: E402
-from harness.verify import get_verifier, score_candidates  # noqa: E402
-from tasks import TASKS_DIR  # noqa: E402
+from si_bench import lmeval  # noqa: E402
+from si_bench.backends import load_lm  # noqa: E402
+from si_bench.datasets import get_dataset  # noqa: E402
+from si_bench.evaluation import EvalConfig, fewshot_pool, select_prompts  # noqa: E402
+from si_bench.models import resolve_model  # noqa: E402
+from si_bench.verify import get_verifier, score_candidates  # noqa: E402
+from si_bench.tasks import TASKS_DIR  # noqa: E402
 
 REPEATS = 3
 

@@ -4,7 +4,7 @@ import time
 
 import numpy as np
 
-from harness.measures import compute_measures
+from si_bench.measures import compute_measures
 
 rng = np.random.default_rng(0)
 P, N = 500, 16

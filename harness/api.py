@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from harness import store
-from harness.evaluation import EvalConfig, EvalResult, evaluate  # noqa: F401 - re-exported
+from si_bench import store
+from si_bench.evaluation import EvalConfig, EvalResult, evaluate  # noqa: F401 - re-exported
 
 __all__ = ["EvalConfig", "EvalResult", "evaluate", "run", "train_round", "list_runs", "trajectory"]
 
@@ -15,7 +15,7 @@ def run(cfg, *, seeds: list[int] | None = None, db: str = store.DEFAULT_DB, work
     """Start or continue self-improvement runs (one per seed); return their run ids."""
     from dataclasses import replace
 
-    from trainers.rounds import SelfImproveRun
+    from si_bench.trainers.rounds import SelfImproveRun
 
     run_ids = []
     for seed in seeds or [cfg.seed]:
@@ -28,7 +28,7 @@ def run(cfg, *, seeds: list[int] | None = None, db: str = store.DEFAULT_DB, work
 def train_round(run_id: str, *, db: str = store.DEFAULT_DB, workdir: str | None = None, progress: Any = None,
                 log: Callable[[str], None] = print) -> int:
     """One more round (or half epoch) of an existing run, with its test measurement; returns the step number."""
-    from trainers.rounds import SelfImproveRun
+    from si_bench.trainers.rounds import SelfImproveRun
 
     job = SelfImproveRun.load(run_id, db, workdir=workdir, progress=progress, log=log)
     job.checkpoint(job.steps_done())  # fails before writing anything if its directory vanished
@@ -57,7 +57,7 @@ def trajectory(run_id: str, db: str = store.DEFAULT_DB, role: str = "test"):
 
 def improvement(run_id: str, db: str = store.DEFAULT_DB, *, n_boot: int = 2000, seed: int = 0) -> dict:
     """Last test measurement minus the first, per quantity, with a paired bootstrap CI over test prompts."""
-    from harness.measures import paired_difference
+    from si_bench.measures import paired_difference
 
     frame = store.query(db, """
         WITH ends AS (
@@ -87,7 +87,7 @@ def improvement(run_id: str, db: str = store.DEFAULT_DB, *, n_boot: int = 2000, 
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Fitting stored trajectories, the leaderboard, and merging stores (harness.trajectories, reports.leaderboard)
+# Fitting stored trajectories, the leaderboard, and merging stores (si_bench.trajectories, reports.leaderboard)
 
 __all__ += ["fit_store", "leaderboard", "import_store"]
 
@@ -97,9 +97,9 @@ _FIT_GROUPINGS = (None, "", "run", "run_id", "seed", "replicates")
 def _fit_trajectories(trajs, *, boot: int = 500, seed: int = 0, eps: float | None = None,
                       holdout: float = 0.4) -> list[dict]:
     """Fit each trajectory with >= 4 distinct t (prompt-bootstrap CIs); [{"trajectory", "result", "note"}]."""
-    from harness.errors import SIBenchError
-    from harness.fit import FitOptions, fit_trajectory
-    from harness.fit._frames import MIN_POINTS
+    from si_bench.errors import SIBenchError
+    from si_bench.fit import FitOptions, fit_trajectory
+    from si_bench.fit._frames import MIN_POINTS
 
     out = []
     for tr in trajs:
@@ -157,8 +157,8 @@ def _save_fits(db, entries: list[dict], rows: list[dict]) -> None:
 def _store_trajectories(db, unit: str, group_by: str | None):
     from pathlib import Path
 
-    from harness.errors import SIBenchError
-    from harness.trajectories import combine_replicates, load_trajectories
+    from si_bench.errors import SIBenchError
+    from si_bench.trajectories import combine_replicates, load_trajectories
 
     if group_by not in _FIT_GROUPINGS:
         raise SIBenchError(f"--group-by for a store must be run (default) or seed (average seed replicates), "
@@ -193,7 +193,7 @@ def fit_store(db=store.DEFAULT_DB, *, group_by: str | None = None, unit: str = "
     One trajectory per (run_id, dataset, split, verifier); group_by="seed" fits the mean of runs that differ
     only in their seed. CIs resample the prompts measured at every t. Trajectories with fewer points are
     listed with a note. Returns {"db", "unit", "n_fitted", "trajectories": [{fit_key, ..., "fit" | "note"}]}."""
-    from harness.fit._result import clean
+    from si_bench.fit._result import clean
 
     trajs = _store_trajectories(db, unit, group_by)
     entries = _fit_trajectories(trajs, boot=boot, seed=seed, eps=eps, holdout=holdout)
@@ -210,8 +210,8 @@ def _leaderboard_frames(db, *, unit: str, boot: int, seed: int, holdout: float, 
     import numpy as np
     import pandas as pd
 
-    from harness.fit._result import clean
-    from harness.trajectories import load_summary
+    from si_bench.fit._result import clean
+    from si_bench.trajectories import load_summary
 
     trajs = _store_trajectories(db, unit, None)
     entries = _fit_trajectories(trajs, boot=boot, seed=seed, holdout=holdout)
@@ -252,8 +252,8 @@ def leaderboard(db=store.DEFAULT_DB, out_dir="leaderboard", *, from_parquet=None
     Returns {"out_dir", "files", "rows"}."""
     from pathlib import Path
 
-    from harness.errors import SIBenchError
-    from reports import leaderboard as lb
+    from si_bench.errors import SIBenchError
+    from si_bench.reports import leaderboard as lb
 
     out = Path(out_dir)
     try:
@@ -288,7 +288,7 @@ def import_store(source_db, target_db=store.DEFAULT_DB) -> dict:
 
     import duckdb
 
-    from harness.errors import SIBenchError
+    from si_bench.errors import SIBenchError
 
     src, dst = Path(source_db), Path(target_db)
     if not src.is_file():

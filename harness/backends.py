@@ -18,7 +18,7 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils import handle_stop_sequences
 from lm_eval.models.utils_hf import stop_sequences_criteria
 
-from harness.errors import SIBenchError
+from si_bench.errors import SIBenchError
 
 
 class SampledText(str):
@@ -205,7 +205,7 @@ def load_lm(backend: str, path: str, adapter: str | None, *, batch_size: int, ma
     if backend not in BACKENDS:
         raise SIBenchError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     if backend == "vllm":
-        from harness import vllm_backend  # noqa: F401 - registers si-vllm; imports vllm
+        from si_bench import vllm_backend  # noqa: F401 - registers si-vllm; imports vllm
 
         from lm_eval.api.registry import get_model
 

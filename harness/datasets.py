@@ -16,9 +16,9 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Callable
 
-from harness.errors import SIBenchError
+from si_bench.errors import SIBenchError
 
-DATA_DIR = Path(str(files("harness") / "data"))
+DATA_DIR = Path(str(files("si_bench") / "data"))
 
 
 @dataclass(frozen=True)

@@ -16,14 +16,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness import faults, store
-from harness.datasets import Dataset, Prompt, get_dataset, sample_prompts
-from harness.errors import SIBenchError
-from harness.measures import Measure, compute_measures
-from harness.models import ModelRef, resolve_model
-from harness.select import hybrid_best_of_n
-from harness.verify import VerifierMethod, get_verifier, score_candidates
-from tasks import TASKS_DIR
+from si_bench import faults, store
+from si_bench.datasets import Dataset, Prompt, get_dataset, sample_prompts
+from si_bench.errors import SIBenchError
+from si_bench.measures import Measure, compute_measures
+from si_bench.models import ModelRef, resolve_model
+from si_bench.select import hybrid_best_of_n
+from si_bench.verify import VerifierMethod, get_verifier, score_candidates
+from si_bench.tasks import TASKS_DIR
 
 FEWSHOT_POOL = 8  # few-shot examples come from a fixed seeded sample of the training split
 
@@ -59,7 +59,7 @@ class EvalConfig:
             raise SIBenchError("--samples must be at least 1")
         if self.num_fewshot < 0 or self.verifier_shots < 0:
             raise SIBenchError("few-shot counts must be >= 0")
-        from harness.backends import BACKENDS
+        from si_bench.backends import BACKENDS
 
         if self.backend not in BACKENDS:
             raise SIBenchError(f"unknown backend {self.backend!r} (choose from {', '.join(BACKENDS)})")
@@ -138,7 +138,7 @@ class Evaluation:
             if self._lm_factory is not None:
                 self._lm = self._lm_factory(self.gen_id)
             else:
-                from harness.backends import load_lm
+                from si_bench.backends import load_lm
 
                 self._lm = load_lm(
                     self.cfg.backend, self.model.path, self.model.adapter, batch_size=self.cfg.batch_size,
@@ -194,7 +194,7 @@ class Evaluation:
         return [items[i : i + size] for i in range(0, len(items), size)]
 
     def _sample(self) -> int:
-        from harness import lmeval
+        from si_bench import lmeval
 
         with store.write(self.cfg.db) as con:
             done = {

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, Iterator
 
-from harness.datasets import Prompt, get_dataset
+from si_bench.datasets import Prompt, get_dataset
 
 _STAGED: dict[str, Any] = {}
 
@@ -21,7 +21,7 @@ _STAGED: dict[str, Any] = {}
 def task_manager():
     from lm_eval.tasks import TaskManager
 
-    from tasks import TASKS_DIR
+    from si_bench.tasks import TASKS_DIR
 
     return TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
 

@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from harness.select import Selection, _as_2d, hybrid_best_of_n
+from si_bench.select import Selection, _as_2d, hybrid_best_of_n
 
 __all__ = ["Measure", "compute_measures", "paired_difference", "pass_at_k"]
 

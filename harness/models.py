@@ -1,6 +1,6 @@
 """Model resolution (hub ids, local directories, presets) and checkpoint identity.
 
-Backends (the lm-eval model classes that sample with log-probabilities) live in `harness.backends`.
+Backends (the lm-eval model classes that sample with log-probabilities) live in `si_bench.backends`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from harness.errors import SIBenchError
+from si_bench.errors import SIBenchError
 
 
 def cache_dir() -> Path:
@@ -49,7 +49,7 @@ def build_tiny_test(target: Path) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from harness.datasets import DATA_DIR, read_jsonl
+    from si_bench.datasets import DATA_DIR, read_jsonl
 
     rows = read_jsonl(DATA_DIR / "gsm8k" / "train.jsonl", ("question", "answer"))[:2000]
     text = [r["question"] + "\n" + r["answer"] for r in rows]

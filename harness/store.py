@@ -15,7 +15,7 @@ from typing import Any, Iterator, Sequence
 
 import duckdb
 
-from harness.errors import SIBenchError
+from si_bench.errors import SIBenchError
 
 DEFAULT_DB = "si-bench.duckdb"
 LOCK_RETRY_SECONDS = float(os.environ.get("SI_BENCH_LOCK_RETRY", "10"))

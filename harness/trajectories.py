@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness import store
-from harness.errors import SIBenchError
+from si_bench import store
+from si_bench.errors import SIBenchError
 
 __all__ = ["Trajectory", "load_trajectories", "combine_replicates", "trajectories_frame", "load_summary"]
 

@@ -11,10 +11,10 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from harness import lmeval
-from harness.datasets import Prompt
-from harness.errors import SIBenchError
-from tasks import TASKS_DIR
+from si_bench import lmeval
+from si_bench.datasets import Prompt
+from si_bench.errors import SIBenchError
+from si_bench.tasks import TASKS_DIR
 
 
 def _softmax(logliks: list[float]) -> list[float]:

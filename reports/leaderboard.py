@@ -1,6 +1,6 @@
 """The leaderboard files: leaderboard.md/.csv/.json, index.html, plots/*.png and data.parquet.
 
-Rendering only: the numbers come from `harness.api.leaderboard`, which fits the stored trajectories and
+Rendering only: the numbers come from `si_bench.api.leaderboard`, which fits the stored trajectories and
 hands over four frames (summary rows, fits rows, fitted curves, one meta row per trajectory). They travel
 in one long parquet file (column `kind`), so the whole leaderboard can be rebuilt from it alone.
 """
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from reports.tables import frame_records
+from si_bench.reports.tables import frame_records
 
 KINDS = ("summary", "fits", "curves", "meta")
 
@@ -64,11 +64,11 @@ def read_data(path: Path) -> dict[str, pd.DataFrame]:
     try:
         data = pd.read_parquet(path)
     except Exception as exc:  # noqa: BLE001 - a broken file is a user error
-        from harness.errors import SIBenchError
+        from si_bench.errors import SIBenchError
 
         raise SIBenchError(f"cannot read {path}: {type(exc).__name__}") from None
     if "kind" not in data.columns:
-        from harness.errors import SIBenchError
+        from si_bench.errors import SIBenchError
 
         raise SIBenchError(f"{path} is not a leaderboard export (no column 'kind')")
     out = {}
@@ -223,7 +223,7 @@ def markdown(table: pd.DataFrame, unit: str) -> str:
 
 
 def render(frames: dict[str, pd.DataFrame], out_dir: Path) -> dict:
-    from reports import html, plots
+    from si_bench.reports import html, plots
 
     out_dir = Path(out_dir)
     (out_dir / "plots").mkdir(parents=True, exist_ok=True)

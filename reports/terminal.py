@@ -75,6 +75,6 @@ def trajectory_table(run_id: str, frame, change: dict) -> Table:
 
 
 def print_trajectory(run_id: str, db: str) -> None:
-    from harness import api
+    from si_bench import api
 
     print_table(trajectory_table(run_id, api.trajectory(run_id, db), api.improvement(run_id, db)))

@@ -1,7 +1,7 @@
 """Helpers named by the task YAML with `!function`. lm-eval imports this file by path, so the
-documents themselves are staged in `harness.lmeval` (one module instance) and fetched by key."""
+documents themselves are staged in `si_bench.lmeval` (one module instance) and fetched by key."""
 
-from harness import lmeval
+from si_bench import lmeval
 
 
 def solver_dataset(**kwargs):

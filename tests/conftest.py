@@ -21,7 +21,7 @@ def model_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_model(model_cache):
-    from harness.models import resolve_model
+    from si_bench.models import resolve_model
 
     return resolve_model("tiny-test")
 
@@ -33,7 +33,7 @@ def db(tmp_path) -> str:
 
 @pytest.fixture
 def tiny_cfg(db, tiny_model):
-    from harness.evaluation import EvalConfig
+    from si_bench.evaluation import EvalConfig
 
     return EvalConfig(model="tiny-test", dataset="arith", split="test", limit=6, samples=2, max_new_tokens=8,
                       n_boot=50, chunk_prompts=2, batch_size=8, db=db)
@@ -42,7 +42,7 @@ def tiny_cfg(db, tiny_model):
 def run_cli(*args: str, env: dict | None = None, check: bool = False) -> subprocess.CompletedProcess:
     """The real command line, in a fresh process."""
     full_env = {**os.environ, **(env or {})}
-    result = subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, env=full_env,
+    result = subprocess.run([sys.executable, "-m", "si_bench", *args], capture_output=True, text=True, env=full_env,
                             cwd=ROOT)
     if check and result.returncode != 0:
         raise AssertionError(f"si-bench {' '.join(args)} failed:\n{result.stderr}")

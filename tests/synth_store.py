@@ -2,7 +2,7 @@
 
 Each prompt has N samples: one "good" candidate (self-verification score 0.9, the only one above sigma, so
 hybrid best-of-N picks it) whose NLL follows U_v(t), and N - 1 others whose NLLs bring the prompt's mean
-to U_s(t). Metrics come from harness.measures.compute_measures and picks from harness.select, so the
+to U_s(t). Metrics come from si_bench.measures.compute_measures and picks from si_bench.select, so the
 rows are consistent with each other as in a real store.
 """
 
@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from harness import store
-from harness.measures import compute_measures
-from harness.select import hybrid_best_of_n
+from si_bench import store
+from si_bench.measures import compute_measures
+from si_bench.select import hybrid_best_of_n
 
 TRUTH = {"us_inf": 1.0, "a_s": 2.0, "uv_inf": 0.6, "a_v": 1.2, "lam": 0.5}
 TOKENS = 50

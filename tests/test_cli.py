@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conftest import run_cli
-from harness import store
+from si_bench import store
 
 EVALUATE = ["evaluate", "--model", "tiny-test", "--limit", "2", "--samples", "1", "--max-new-tokens", "4",
             "--n-boot", "10"]

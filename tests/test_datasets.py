@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from harness import datasets as ds
-from harness.datasets import DATA_DIR, get_dataset, read_jsonl, sample_prompts
-from harness.errors import SIBenchError
+from si_bench import datasets as ds
+from si_bench.datasets import DATA_DIR, get_dataset, read_jsonl, sample_prompts
+from si_bench.errors import SIBenchError
 
 
 # ---------- GSM8k ----------

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from conftest import ROOT
-from harness.cli import COMMANDS
+from si_bench.cli import COMMANDS
 
 README = (ROOT / "README.md").read_text()
 
@@ -27,8 +27,8 @@ def test_readme_has_sql_examples():
 
 @pytest.fixture(scope="module")
 def store_with_a_run(tmp_path_factory, tiny_model):
-    from harness.api import run
-    from trainers.config import SelfImproveConfig
+    from si_bench.api import run
+    from si_bench.trainers.config import SelfImproveConfig
 
     folder = tmp_path_factory.mktemp("docs")
     db = str(folder / "si.duckdb")
@@ -39,7 +39,7 @@ def store_with_a_run(tmp_path_factory, tiny_model):
 
 @pytest.mark.parametrize("sql", sql_examples())
 def test_readme_sql_runs(sql, store_with_a_run):
-    from harness import store
+    from si_bench import store
 
     frame = store.query(store_with_a_run, sql)
     assert len(frame) > 0, sql

@@ -8,8 +8,8 @@ import math
 import pytest
 
 from conftest import run_cli, table_rows
-from harness import faults
-from harness.evaluation import evaluate
+from si_bench import faults
+from si_bench.evaluation import evaluate
 
 KEYS = {
     "samples": "gen_id, prompt_id, sample_idx",

@@ -11,12 +11,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from harness.errors import SIBenchError
-from harness.fit import FitOptions, fit_frame, fit_groups, fit_trajectory
-from harness.fit._alternatives import POWER_SHIFT
-from harness.fit._backtest import backtest
-from harness.fit._coupled import fit_coupled
-from harness.fit._linearise import linearise
+from si_bench.errors import SIBenchError
+from si_bench.fit import FitOptions, fit_frame, fit_groups, fit_trajectory
+from si_bench.fit._alternatives import POWER_SHIFT
+from si_bench.fit._backtest import backtest
+from si_bench.fit._coupled import fit_coupled
+from si_bench.fit._linearise import linearise
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "harness" / "data" / "reference" / "phi4_mini_figure4_digitized.csv"
@@ -39,11 +39,11 @@ def _strict(text: str):
 
 def _app() -> typer.Typer:
     try:
-        from harness.cli import app
+        from si_bench.cli import app
 
         return app
     except Exception:  # other commands may not exist yet in a partial tree
-        from harness.cli import fit, simulate
+        from si_bench.cli import fit, simulate
 
         app = typer.Typer(pretty_exceptions_enable=False)
         app.command("fit")(fit.command)
@@ -278,9 +278,9 @@ def test_bad_inputs_give_clear_errors(tmp_path):
 
 def test_main_prints_one_line_error(tmp_path, capsys, monkeypatch):
     try:
-        from harness.cli import main
+        from si_bench.cli import main
     except Exception:
-        pytest.skip("harness.cli registry not importable in this partial tree")
+        pytest.skip("si_bench.cli registry not importable in this partial tree")
     monkeypatch.setattr("sys.argv", ["si-bench", "fit", "--trajectory", str(tmp_path / "missing.csv")])
     with pytest.raises(SystemExit) as e:
         main()

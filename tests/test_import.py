@@ -8,8 +8,8 @@ import duckdb
 import pytest
 
 from conftest import run_cli
-from harness import api, store
-from harness.errors import SIBenchError
+from si_bench import api, store
+from si_bench.errors import SIBenchError
 from synth_store import make_run
 
 TABLES = ("runs", "prompts", "generations", "evaluations", "run_evals", "samples", "verdicts", "picks", "metrics",

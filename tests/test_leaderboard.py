@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from conftest import run_cli
-from harness import api, store
-from harness.errors import SIBenchError
+from si_bench import api, store
+from si_bench.errors import SIBenchError
 from synth_store import TRUTH, make_run
 
 HOSTILE = "<script>alert(1)</script>"

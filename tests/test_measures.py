@@ -1,4 +1,4 @@
-"""Measures and bootstrap CIs (harness.measures) on hand-made cases with known answers."""
+"""Measures and bootstrap CIs (si_bench.measures) on hand-made cases with known answers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from harness.measures import (
+from si_bench.measures import (
     Measure,
     _auroc_pair_matrix,
     _auroc_weighted,
@@ -18,7 +18,7 @@ from harness.measures import (
     paired_difference,
     pass_at_k,
 )
-from harness.select import Selection, hybrid_best_of_n
+from si_bench.select import Selection, hybrid_best_of_n
 
 
 def _random_case(P=40, N=8, seed=3):

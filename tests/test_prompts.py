@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from harness import lmeval
-from harness.backends import LogprobHFLM, SampledText, load_lm
-from harness.datasets import get_dataset
-from harness.evaluation import EvalConfig, fewshot_pool, select_prompts
-from harness.verify import get_verifier, score_candidates
+from si_bench import lmeval
+from si_bench.backends import LogprobHFLM, SampledText, load_lm
+from si_bench.datasets import get_dataset
+from si_bench.evaluation import EvalConfig, fewshot_pool, select_prompts
+from si_bench.verify import get_verifier, score_candidates
 
 
 @pytest.fixture(scope="module")

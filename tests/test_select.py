@@ -1,11 +1,11 @@
-"""Hybrid best-of-N selection (harness.select) on hand-made cases."""
+"""Hybrid best-of-N selection (si_bench.select) on hand-made cases."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from harness.select import Selection, hybrid_best_of_n, per_token_nll
+from si_bench.select import Selection, hybrid_best_of_n, per_token_nll
 
 
 def test_picks_lowest_per_token_nll_among_passing():

@@ -10,19 +10,19 @@ import typer
 from scipy.integrate import solve_ivp
 from typer.testing import CliRunner
 
-from harness.errors import SIBenchError
-from harness.fit import FitOptions, compare_allocations, fit_trajectory, predicted_limits, simulate
+from si_bench.errors import SIBenchError
+from si_bench.fit import FitOptions, compare_allocations, fit_trajectory, predicted_limits, simulate
 
 PAPER = dict(alpha=0.9, beta=0.3, k=0.8, b=0.1, us0=1.2, uv0=0.8)
 
 
 def _app() -> typer.Typer:
     try:
-        from harness.cli import app
+        from si_bench.cli import app
 
         return app
     except Exception:
-        from harness.cli import fit, simulate as sim
+        from si_bench.cli import fit, simulate as sim
 
         app = typer.Typer(pretty_exceptions_enable=False)
         app.command("fit")(fit.command)

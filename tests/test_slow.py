@@ -8,7 +8,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_smollm2_has_a_learning_signal_on_arith(db):
-    from harness.evaluation import EvalConfig, evaluate
+    from si_bench.evaluation import EvalConfig, evaluate
 
     result = evaluate(EvalConfig(model="smollm2-135m", dataset="arith", limit=16, samples=4, max_new_tokens=32,
                                  n_boot=200, db=db))
@@ -20,9 +20,9 @@ def test_smollm2_has_a_learning_signal_on_arith(db):
 
 
 def test_smollm2_self_improvement_round_trains_and_measures(tmp_path):
-    from harness import store
-    from harness.api import run
-    from trainers.config import SelfImproveConfig
+    from si_bench import store
+    from si_bench.api import run
+    from si_bench.trainers.config import SelfImproveConfig
 
     db = str(tmp_path / "si.duckdb")
     [run_id] = run(SelfImproveConfig(rounds=1, train_prompts=16, test_limit=16, max_new_tokens=32, n_boot=200),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from harness import store
-from harness.errors import SIBenchError
+from si_bench import store
+from si_bench.errors import SIBenchError
 
 
 def make_v1(path: str) -> None:

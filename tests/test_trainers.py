@@ -8,10 +8,10 @@ import shutil
 import pytest
 
 from conftest import run_cli, table_rows
-from harness import faults, store
-from harness.api import run, train_round
-from trainers.config import SelfImproveConfig
-from trainers.external import choose_prompts, per_round_counts
+from si_bench import faults, store
+from si_bench.api import run, train_round
+from si_bench.trainers.config import SelfImproveConfig
+from si_bench.trainers.external import choose_prompts, per_round_counts
 
 TINY = dict(model="tiny-test", dataset="arith", rounds=2, samples=2, train_prompts=6, test_limit=4, max_new_tokens=6,
             n_boot=20, train_batch_size=3, chunk_prompts=2, batch_size=8)
@@ -63,7 +63,7 @@ def test_two_regenerate_rounds(reference):
 
 
 def test_training_sampling_is_the_train_measurement_and_never_repeated(tmp_path, tiny_model, monkeypatch):
-    from harness import lmeval
+    from si_bench import lmeval
 
     sampled: list[int] = []
     original = lmeval.sample_solutions

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness import store
-from harness.errors import SIBenchError
-from harness.trajectories import combine_replicates, load_trajectories, trajectories_frame
+from si_bench import store
+from si_bench.errors import SIBenchError
+from si_bench.trajectories import combine_replicates, load_trajectories, trajectories_frame
 from synth_store import TOKENS, law, make_run
 
 

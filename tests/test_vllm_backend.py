@@ -29,12 +29,12 @@ def fake_vllm(monkeypatch):
 
 def _forget_vllm():
     """Drop the fake (and the backend module bound to it) so that nothing else sees it."""
-    import harness
+    import si_bench
 
-    for name in [m for m in sys.modules if m == "vllm" or m.startswith("vllm.") or m == "harness.vllm_backend"]:
+    for name in [m for m in sys.modules if m == "vllm" or m.startswith("vllm.") or m == "si_bench.vllm_backend"]:
         del sys.modules[name]
-    if hasattr(harness, "vllm_backend"):
-        del harness.vllm_backend
+    if hasattr(si_bench, "vllm_backend"):
+        del si_bench.vllm_backend
     from lm_eval.api.registry import model_registry
 
     if isinstance(model_registry._objs, dict):  # noqa: SLF001 - so that the next import registers afresh
@@ -44,10 +44,10 @@ def _forget_vllm():
 def test_vllm_backend_end_to_end(fake_vllm, tiny_cfg, tiny_model):
     from transformers import AutoModelForCausalLM
 
-    from harness.backends import load_lm
-    from harness.evaluation import evaluate, fewshot_pool
-    from harness.datasets import get_dataset
-    from harness.verify import get_verifier, score_candidates
+    from si_bench.backends import load_lm
+    from si_bench.evaluation import evaluate, fewshot_pool
+    from si_bench.datasets import get_dataset
+    from si_bench.verify import get_verifier, score_candidates
 
     cfg = tiny_cfg
     cfg.backend = "vllm"
@@ -104,8 +104,8 @@ def test_vllm_backend_end_to_end(fake_vllm, tiny_cfg, tiny_model):
 
 
 def test_vllm_backend_rejects_truncated_sampling(fake_vllm, tiny_model):
-    from harness.backends import load_lm
-    from harness.errors import SIBenchError
+    from si_bench.backends import load_lm
+    from si_bench.errors import SIBenchError
 
     lm = load_lm("vllm", tiny_model.path, None, batch_size=4, max_new_tokens=4, seed_base="x")
     with pytest.raises(SIBenchError, match="top_k 0 and top_p 1"):
@@ -115,7 +115,7 @@ def test_vllm_backend_rejects_truncated_sampling(fake_vllm, tiny_model):
 
 def test_vllm_lora_request(fake_vllm, tiny_model, tmp_path):
     (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 32, "base_model_name_or_path": tiny_model.path}))
-    from harness.backends import load_lm
+    from si_bench.backends import load_lm
 
     lm = load_lm("vllm", tiny_model.path, str(tmp_path), batch_size=4, max_new_tokens=4, seed_base="x")
     init = [c for c in fake_vllm.CALLS if c["call"] == "LLM"][-1]

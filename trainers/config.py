@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
-from harness.errors import SIBenchError
+from si_bench.errors import SIBenchError
 
 MODES = ("regenerate", "fixed")
 ALLOCATIONS = ("early", "uniform", "late")
@@ -79,8 +79,8 @@ class SelfImproveConfig:
     _NOT_HASHED = ("keep_checkpoints", "batch_size", "n_boot", "chunk_prompts", "extra")
 
     def validate(self) -> None:
-        from harness.datasets import get_dataset
-        from harness.verify import get_verifier
+        from si_bench.datasets import get_dataset
+        from si_bench.verify import get_verifier
 
         get_dataset(self.dataset)
         get_verifier(self.verifier)

@@ -11,8 +11,8 @@ import math
 import random
 from typing import Callable
 
-from harness.datasets import Prompt
-from harness.errors import SIBenchError
+from si_bench.datasets import Prompt
+from si_bench.errors import SIBenchError
 
 
 def per_round_counts(shares: list[float], budget: int) -> list[int]:
@@ -52,6 +52,6 @@ def source_for(spec: str) -> Callable[..., dict[str, str]]:
     """`ground-truth`, or any model spec: that model's own best-of-N picks."""
     if spec in SOURCES:
         return SOURCES[spec]
-    from trainers.rounds import model_picks
+    from si_bench.trainers.rounds import model_picks
 
     return lambda prompts, **kw: model_picks(spec, prompts, **kw)

@@ -18,14 +18,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from harness import faults, store
-from harness.datasets import Prompt, get_dataset, sample_prompts
-from harness.errors import SIBenchError
-from harness.evaluation import EvalConfig, Evaluation, EvalResult, fewshot_pool
-from harness.models import ModelRef, resolve_model
-from trainers.config import SelfImproveConfig
-from trainers.external import check_budget, choose_prompts, source_for
-from trainers.sft import checkpoint_ref, fine_tune
+from si_bench import faults, store
+from si_bench.datasets import Prompt, get_dataset, sample_prompts
+from si_bench.errors import SIBenchError
+from si_bench.evaluation import EvalConfig, Evaluation, EvalResult, fewshot_pool
+from si_bench.models import ModelRef, resolve_model
+from si_bench.trainers.config import SelfImproveConfig
+from si_bench.trainers.external import check_budget, choose_prompts, source_for
+from si_bench.trainers.sft import checkpoint_ref, fine_tune
 
 
 def _now() -> str:
@@ -199,7 +199,7 @@ class SelfImproveRun:
         return self._sft_rows(completions)
 
     def _sft_rows(self, completions: dict[str, str]) -> list[dict]:
-        from harness.lmeval import render_contexts
+        from si_bench.lmeval import render_contexts
 
         tokenizer = None
         if self.cfg.apply_chat_template:

@@ -12,9 +12,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from harness import faults
-from harness.models import ModelRef
-from trainers.config import SelfImproveConfig
+from si_bench import faults
+from si_bench.models import ModelRef
+from si_bench.trainers.config import SelfImproveConfig
 
 
 class _FaultCallback:

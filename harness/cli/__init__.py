@@ -1,4 +1,4 @@
-"""The `si-bench` command: a thin typer layer over the Python API in `harness.api`.
+"""The `si-bench` command: a thin typer layer over the Python API in `si_bench.api`.
 
 One module per command; each defines `command(...)`, registered here under its name.
 """
@@ -20,7 +20,7 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 import typer
 
-from harness.errors import SIBenchError
+from si_bench.errors import SIBenchError
 
 COMMANDS = {
     "evaluate": "evaluate",
@@ -43,7 +43,7 @@ app = typer.Typer(
 )
 
 for _name, _module in COMMANDS.items():
-    _cmd = importlib.import_module(f"harness.cli.{_module}").command
+    _cmd = importlib.import_module(f"si_bench.cli.{_module}").command
     app.command(_name, help=_cmd.__doc__)(_cmd)
 
 

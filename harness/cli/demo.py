@@ -4,7 +4,7 @@ from typing import Optional
 
 import typer
 
-from harness import store
+from si_bench import store
 
 
 def command(
@@ -13,11 +13,11 @@ def command(
     workdir: Optional[str] = typer.Option(None, help="Where checkpoints go (default: si-bench-runs/ beside the db)."),
 ) -> None:
     """The embedded demo: `run` with its defaults (smollm2-135m, arith), then `fit` and `leaderboard`."""
-    from harness import api
-    from harness.cli.fit import print_store_fits
-    from harness.cli.progress import progress_bar
-    from reports.terminal import print_trajectory
-    from trainers.config import SelfImproveConfig
+    from si_bench import api
+    from si_bench.cli.fit import print_store_fits
+    from si_bench.cli.progress import progress_bar
+    from si_bench.reports.terminal import print_trajectory
+    from si_bench.trainers.config import SelfImproveConfig
 
     with progress_bar() as progress:
         [run_id] = api.run(SelfImproveConfig(), db=db, workdir=workdir, progress=progress,

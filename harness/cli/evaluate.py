@@ -4,7 +4,7 @@ from typing import Optional
 
 import typer
 
-from harness import store
+from si_bench import store
 
 
 def command(
@@ -27,9 +27,9 @@ def command(
     db: str = typer.Option(store.DEFAULT_DB, help="DuckDB file."),
 ) -> None:
     """Measure solver and verifier accuracy and uncertainty (U_s, U_v, G) with 95% CIs; store everything."""
-    from harness.cli.progress import progress_bar
-    from harness.evaluation import EvalConfig, evaluate
-    from reports.terminal import evaluation_table, print_table
+    from si_bench.cli.progress import progress_bar
+    from si_bench.evaluation import EvalConfig, evaluate
+    from si_bench.reports.terminal import evaluation_table, print_table
 
     cfg = EvalConfig(
         model=model, dataset=dataset, split=split, limit=limit, samples=samples, verifier=verifier, sigma=sigma,

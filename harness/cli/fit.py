@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from harness.errors import SIBenchError
+from si_bench.errors import SIBenchError
 
 
 def _fmt(q) -> str:
@@ -86,8 +86,8 @@ def command(
 
     With --group-by COLUMN (e.g. panel) one fit per group: {"groups": [{"group": ..., ...}, ...]}.
     """
-    from harness.fit import FitOptions, fit_frame, fit_groups
-    from harness.fit._frames import read_table, time_column
+    from si_bench.fit import FitOptions, fit_frame, fit_groups
+    from si_bench.fit._frames import read_table, time_column
 
     if unit not in ("total", "per_token"):
         raise SIBenchError(f"--unit must be total or per_token (got {unit!r})")
@@ -138,9 +138,9 @@ def print_store_fits(out: dict) -> None:
 
 
 def _fit_db(db: Path, **kwargs) -> dict:
-    """Hook for fitting trajectories from the store (wired by harness.api when available)."""
+    """Hook for fitting trajectories from the store (wired by si_bench.api when available)."""
     try:
-        from harness import api  # type: ignore[attr-defined]
+        from si_bench import api  # type: ignore[attr-defined]
         fn = getattr(api, "fit_store")
     except (ImportError, AttributeError):
         raise SIBenchError("fitting from --db is not available yet; export a trajectory CSV and use --trajectory") from None

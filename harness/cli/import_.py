@@ -19,7 +19,7 @@ def command(
     """
     from tabulate import tabulate
 
-    from harness import api
+    from si_bench import api
 
     counts = api.import_store(other, db)
     if as_json:

@@ -22,8 +22,8 @@ def command(
 
     Fits the coupled law to every run's trajectory in --db (runs with fewer than 4 points are listed with their accuracies and a note) and saves the fits into the store. With --from-parquet the same files are rebuilt from an earlier data.parquet export, without the store.
     """
-    from harness import api
-    from harness.errors import SIBenchError
+    from si_bench import api
+    from si_bench.errors import SIBenchError
 
     if unit not in ("total", "per_token"):
         raise SIBenchError(f"--unit must be total or per_token (got {unit!r})")

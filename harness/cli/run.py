@@ -4,9 +4,9 @@ from typing import Optional
 
 import typer
 
-from harness import store
-from harness.errors import SIBenchError
-from trainers.config import SelfImproveConfig
+from si_bench import store
+from si_bench.errors import SIBenchError
+from si_bench.trainers.config import SelfImproveConfig
 
 D = SelfImproveConfig()  # the CLI's defaults are the config's (the embedded demo)
 
@@ -45,9 +45,9 @@ def command(
 ) -> None:
     """Self-improvement: round-0 evaluation plus K rounds of sample -> self-verify -> fine-tune -> evaluate.
     Resumable: the same command continues a killed run."""
-    from harness import api
-    from harness.cli.progress import progress_bar
-    from reports.terminal import print_trajectory
+    from si_bench import api
+    from si_bench.cli.progress import progress_bar
+    from si_bench.reports.terminal import print_trajectory
 
     try:
         seed_list = [int(s) for s in seeds.split(",")] if seeds else None

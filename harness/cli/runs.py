@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import typer
 
-from harness import store
+from si_bench import store
 
 
 def command(
@@ -10,7 +10,7 @@ def command(
     format: str = typer.Option("table", "--format", "-f", help="table, csv or json."),
 ) -> None:
     """List self-improvement runs: model, dataset, mode, rounds done, status and id."""
-    from harness import api
-    from reports.tables import render_frame
+    from si_bench import api
+    from si_bench.reports.tables import render_frame
 
     typer.echo(render_frame(api.list_runs(db), format))

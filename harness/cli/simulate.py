@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from harness.errors import SIBenchError
+from si_bench.errors import SIBenchError
 
 
 def _parse_shares(text: str) -> list[float]:
@@ -38,7 +38,7 @@ def command(
     """
     from tabulate import tabulate
 
-    from harness.fit import compare_allocations, predicted_limits, simulate
+    from si_bench.fit import compare_allocations, predicted_limits, simulate
 
     eta = _parse_shares(shares) if shares is not None else None
     df = simulate(alpha, beta, k, b, us0, uv0, rounds, shares=eta, gamma=gamma, dt=dt)
@@ -47,7 +47,7 @@ def command(
     if plot is not None:
         _plot(df, lim, plot, eta is not None)
     if as_json:
-        from harness.fit._result import clean
+        from si_bench.fit._result import clean
 
         out = {"trajectory": df.to_dict(orient="list"), "predicted_limits": lim}
         if cmp is not None:

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import typer
 
-from harness import store
-from harness.errors import SIBenchError
+from si_bench import store
+from si_bench.errors import SIBenchError
 
 
 def command(
@@ -13,7 +13,7 @@ def command(
 ) -> None:
     """Run SQL over the results, read-only (tables: runs, checkpoints, prompts, generations, samples,
     verdicts, evaluations, picks, metrics, fits; view: summary)."""
-    from reports.tables import render_frame
+    from si_bench.reports.tables import render_frame
 
     if format not in ("table", "csv", "json"):
         raise SIBenchError(f"unknown format {format!r} (choose from table, csv, json)")

@@ -4,7 +4,7 @@ from typing import Optional
 
 import typer
 
-from harness import store
+from si_bench import store
 
 
 def command(
@@ -13,9 +13,9 @@ def command(
     db: str = typer.Option(store.DEFAULT_DB, help="DuckDB file."),
 ) -> None:
     """One more self-improvement round of an existing run (its next step, or one beyond a finished run)."""
-    from harness import api
-    from harness.cli.progress import progress_bar
-    from reports.terminal import print_trajectory
+    from si_bench import api
+    from si_bench.cli.progress import progress_bar
+    from si_bench.reports.terminal import print_trajectory
 
     with progress_bar() as progress:
         api.train_round(run, db=db, workdir=workdir, progress=progress, log=progress.console.print)

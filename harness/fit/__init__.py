@@ -14,15 +14,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from harness.errors import SIBenchError
-from harness.fit._accuracy import fit_accuracy
-from harness.fit._alternatives import alternatives as _alternative_laws
-from harness.fit._backtest import backtest as _run_backtest
-from harness.fit._coupled import CoupledFit, fit_coupled
-from harness.fit._frames import MIN_POINTS, Trajectory, frame_to_trajectory, split_groups
-from harness.fit._linearise import linearise
-from harness.fit._result import FitOptions, FitResult, GroupFitResult
-from harness.fit._simulate import compare_allocations, predicted_limits, simulate
+from si_bench.errors import SIBenchError
+from si_bench.fit._accuracy import fit_accuracy
+from si_bench.fit._alternatives import alternatives as _alternative_laws
+from si_bench.fit._backtest import backtest as _run_backtest
+from si_bench.fit._coupled import CoupledFit, fit_coupled
+from si_bench.fit._frames import MIN_POINTS, Trajectory, frame_to_trajectory, split_groups
+from si_bench.fit._linearise import linearise
+from si_bench.fit._result import FitOptions, FitResult, GroupFitResult
+from si_bench.fit._simulate import compare_allocations, predicted_limits, simulate
 
 __all__ = ["fit_trajectory", "fit_groups", "fit_frame", "simulate", "compare_allocations", "predicted_limits",
            "FitOptions", "FitResult", "GroupFitResult", "CoupledFit"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.fit._coupled import r2
-from harness.fit._vp import exp_basis, rate_bounds, vp_fit
+from si_bench.fit._coupled import r2
+from si_bench.fit._vp import exp_basis, rate_bounds, vp_fit
 
 N_PARAMS = 3
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.fit._coupled import r2
-from harness.fit._vp import exp_basis, power_basis, rate_bounds, vp_fit
+from si_bench.fit._coupled import r2
+from si_bench.fit._vp import exp_basis, power_basis, rate_bounds, vp_fit
 
 SERIES = ("solver", "verifier")
 POWER_SHIFT = 1.0

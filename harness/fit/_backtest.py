@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
-from harness.fit import _alternatives as alt
-from harness.fit._coupled import curves, fit_many
+from si_bench.fit import _alternatives as alt
+from si_bench.fit._coupled import curves, fit_many
 
 LAWS = ("coupled", "separate_exp", "power_law", "persistence")
 MIN_TRAIN = 4

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import statsmodels.api as sm
 
-from harness.fit._vp import exp_basis, rate_bounds, vp_fit
+from si_bench.fit._vp import exp_basis, rate_bounds, vp_fit
 
 N_PARAMS = 5  # Us_inf, A_s, Uv_inf, A_v, lam
 QUANTITIES = ("rate", "solver_limit", "verifier_limit", "gap_limit", "alpha_over_beta", "alpha_k", "beta_k")

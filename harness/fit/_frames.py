@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.errors import SIBenchError
+from si_bench.errors import SIBenchError
 
 TIME_COLUMNS = ("t", "step", "epoch")
 VALUE_COLUMNS = ("affine_uncertainty", "value", "uncertainty")

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.fit._coupled import CoupledFit, curves
+from si_bench.fit._coupled import CoupledFit, curves
 
 COUPLED_QUANTITIES = ("rate", "solver_limit", "verifier_limit", "gap_limit", "alpha_over_beta", "alpha_k", "beta_k")
 MIN_FINITE_SHARE = 0.9

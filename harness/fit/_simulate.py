@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from harness.errors import SIBenchError
+from si_bench.errors import SIBenchError
 
 
 def _check(alpha: float, beta: float, k: float, b: float, us0: float, uv0: float) -> None:
