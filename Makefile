@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 SI := $(VENV)/bin/si-bench
 DB ?= si-bench.duckdb
 
-.PHONY: install demo test bench leaderboard
+.PHONY: install demo test lint bench leaderboard
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,8 +21,12 @@ install: $(VENV)/.installed
 demo: install
 	$(SI) demo --db $(DB)
 
-test: install
+# The linter (ruff: pyflakes, pycodestyle, isort, bugbear, ...) first; the import rules are tests/test_architecture.py.
+test: install lint
 	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
 
 bench: install
 	$(PY) bench/bench_evaluate.py

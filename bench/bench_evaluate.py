@@ -35,16 +35,16 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-import yaml  # noqa: E402
+import torch
+import yaml
 
-from si_bench import lmeval  # noqa: E402
-from si_bench.backends import load_lm  # noqa: E402
-from si_bench.datasets import get_dataset  # noqa: E402
-from si_bench.evaluation import EvalConfig, fewshot_pool, select_prompts  # noqa: E402
-from si_bench.models import resolve_model  # noqa: E402
-from si_bench.verify import get_verifier, score_candidates  # noqa: E402
-from si_bench.tasks import TASKS_DIR  # noqa: E402
+from si_bench import lmeval
+from si_bench.backends import load_lm
+from si_bench.datasets import get_dataset
+from si_bench.evaluation import EvalConfig, fewshot_pool, select_prompts
+from si_bench.models import resolve_model
+from si_bench.tasks import TASKS_DIR
+from si_bench.verify import get_verifier, score_candidates
 
 REPEATS = 3
 
@@ -245,18 +245,16 @@ def main() -> None:
 
 def _si_contexts(lm, dataset: str, prompts, fewshot, shots: int) -> list[str]:
     """The contexts si-bench's task renders for these prompts (what the model is given)."""
+    from unittest import mock
+
     seen: list[str] = []
-    original = type(lm)._sample_batch
 
     def record(self, contexts, gen_kwargs, seeds):
         seen.extend(contexts)
         return [_Empty() for _ in contexts]
 
-    type(lm)._sample_batch = record
-    try:
+    with mock.patch.object(type(lm), "_sample_batch", record):
         lmeval.sample_solutions(lm, dataset, prompts, fewshot, n=1, shots=shots, apply_chat_template=False)
-    finally:
-        type(lm)._sample_batch = original
     # sample_solutions sends requests longest-first; map contexts back to prompts by their question text.
     out = []
     for p in prompts:

@@ -13,8 +13,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from si_bench.fit import FitOptions, fit_trajectory  # noqa: E402
-from si_bench.fit._coupled import fit_coupled  # noqa: E402
+from si_bench.fit import FitOptions, fit_trajectory
+from si_bench.fit._coupled import fit_coupled
 
 
 def main(n_traj: int = 100, n_points: int = 20, n_boot: int = 500) -> None:

@@ -1,221 +1,47 @@
-"""lm-eval model classes whose samples carry their log-probabilities, and the backend registry.
+"""Sampling backends by name: a lazy registry of lm-eval model classes, each imported only when chosen.
 
-Stock lm-eval backends return text only. These return `SampledText`, a `str` that also carries the
-sample's total log-probability and token count, captured during generation (no second forward pass).
-Each sample is drawn with its own seed (from the evaluation, the prompt and the sample index), so a
-resumed evaluation draws exactly what an uninterrupted one would have.
+Every backend follows `si_bench.sampling.SamplingBackend` and offers `create(path, adapter, **settings)`.
+Add one by adding an entry here; nothing else branches on a backend's name.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections import defaultdict
-from typing import Any, Callable
-
-import torch
-from lm_eval.api.registry import register_model
-from lm_eval.models.huggingface import HFLM
-from lm_eval.models.utils import handle_stop_sequences
-from lm_eval.models.utils_hf import stop_sequences_criteria
+import importlib
+import importlib.util
+from dataclasses import dataclass
 
 from si_bench.errors import SIBenchError
+from si_bench.sampling import SamplingBackend
 
 
-class SampledText(str):
-    """Generated text plus its log-probability under the model (the response tokens, stop token included)."""
+@dataclass(frozen=True)
+class Backend:
+    target: str  # "module:Class"
+    requires: str | None = None  # a package that must be importable
+    hint: str = ""
 
-    logprob: float
-    n_tokens: int
-
-    def __new__(cls, text: str, logprob: float, n_tokens: int):
-        obj = super().__new__(cls, text)
-        obj.logprob = logprob
-        obj.n_tokens = n_tokens
-        return obj
+    def check_available(self, name: str) -> None:
+        if self.requires and importlib.util.find_spec(self.requires) is None:
+            raise SIBenchError(f"--backend {name} needs the package {self.requires!r}, which is not installed{self.hint}")
 
 
-def sample_seed(base: str, prompt_id: str, sample_idx: int) -> int:
-    digest = hashlib.sha256(f"{base}|{prompt_id}|{sample_idx}".encode()).digest()
-    return int.from_bytes(digest[:7], "little")
+BACKENDS: dict[str, Backend] = {
+    "hf": Backend("si_bench.hf_backend:LogprobHFLM"),
+    "vllm": Backend("si_bench.vllm_backend:LogprobVLLM", requires="vllm",
+                    hint=" (GPU machines: install requirements-vllm.txt in its own environment)"),
+}
 
 
-def seeds_for(requests: list, base: str) -> list[int]:
-    """lm-eval repeats a request object K times for `repeats: K`; its k-th occurrence is sample k."""
-    seen: dict[int, int] = defaultdict(int)
-    seeds = []
-    for req in requests:
-        k = seen[id(req)]
-        seen[id(req)] += 1
-        seeds.append(sample_seed(base, str(req.doc.get("prompt_id", req.doc_id)), k))
-    return seeds
+def get_backend(name: str) -> Backend:
+    try:
+        backend = BACKENDS[name]
+    except KeyError:
+        raise SIBenchError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})") from None
+    backend.check_available(name)
+    return backend
 
 
-class GumbelSampler:
-    """A logits processor that samples by argmax over logits/T plus per-row seeded Gumbel noise.
-
-    Sampling so is exact (the Gumbel-max trick) and makes each row's draws depend only on its own
-    seed, not on which other prompts share its batch. It also records each chosen token's log-probability
-    under the unmodified model distribution.
-    """
-
-    def __init__(self, seeds: list[int], temperature: float):
-        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
-        self.temperature = temperature
-        self.token_logprobs: list[torch.Tensor] = []
-        self._previous: torch.Tensor | None = None
-
-    def record(self, chosen: torch.Tensor) -> None:
-        if self._previous is not None:
-            self.token_logprobs.append(self._previous.gather(1, chosen[:, None])[:, 0])
-            self._previous = None
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if self._previous is not None:
-            self.record(input_ids[:, -1])
-        logits = scores.float()
-        self._previous = torch.log_softmax(logits, dim=-1)
-        if self.temperature <= 0:
-            return logits
-        uniform = torch.stack([torch.rand(logits.shape[-1], generator=g) for g in self.generators])
-        gumbel = -torch.log(-torch.log(uniform.clamp_(1e-20, 1.0)))
-        return logits / self.temperature + gumbel
-
-
-def cut_response(text_of: Callable[[list[int]], str], tokens: list[int], stops: list[str], eos_id: int | None):
-    """Return (text, n_kept_tokens): the response before the first stop, and the tokens that produced it.
-
-    The token that completes the stop sequence (or EOS) is kept in the count: stopping is part of
-    the response's probability.
-    """
-    if eos_id is not None and eos_id in tokens:
-        tokens = tokens[: tokens.index(eos_id) + 1]
-    full = text_of(tokens)
-    cuts = [(full.find(s), s) for s in stops if s and full.find(s) >= 0]
-    if not cuts:
-        return full, len(tokens)
-    position, stop = min(cuts)
-    needed = position + len(stop)
-    low, high = 1, len(tokens)
-    while low < high:  # the shortest token prefix whose text reaches the end of the stop sequence
-        mid = (low + high) // 2
-        if len(text_of(tokens[:mid])) >= needed:
-            high = mid
-        else:
-            low = mid + 1
-    return full[:position], low
-
-
-@register_model("si-hf")
-class LogprobHFLM(HFLM):
-    """lm-eval's HFLM, sampling with per-sample seeds and returning `SampledText`."""
-
-    def __init__(self, *args: Any, seed_base: str = "si-bench", max_new_tokens: int | None = None, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.seed_base = seed_base
-        self.max_new_tokens = max_new_tokens  # a cap below the task's max_gen_toks
-        self.on_batch: Callable[[int], None] | None = None
-
-    def loglikelihood(self, requests: list, disable_tqdm: bool = False):
-        return super().loglikelihood(requests, disable_tqdm=True)  # progress is the caller's (rich) bar
-
-    def generate_until(self, requests: list, disable_tqdm: bool = False) -> list[str]:
-        seeds = seeds_for(requests, self.seed_base)
-        order = sorted(range(len(requests)), key=lambda i: -len(self.tok_encode(requests[i].args[0])))
-        results: list[str | None] = [None] * len(requests)
-        batch_size = int(self.batch_size) if str(self.batch_size).isdigit() else 8
-        groups: dict[str, list[int]] = defaultdict(list)
-        for i in order:
-            groups[repr(sorted(requests[i].args[1].items()))].append(i)
-        for indices in groups.values():
-            for start in range(0, len(indices), batch_size):
-                batch = indices[start : start + batch_size]
-                texts = self._sample_batch(
-                    [requests[i].args[0] for i in batch], dict(requests[batch[0]].args[1]), [seeds[i] for i in batch]
-                )
-                for i, text in zip(batch, texts):
-                    results[i] = text
-                if self.on_batch is not None:
-                    self.on_batch(len(batch))
-        return results  # type: ignore[return-value]
-
-    def _shared_prefill(self, context: torch.Tensor, mask: torch.Tensor, row_of: torch.Tensor):
-        """Encode each distinct prompt once and share its KV cache among its N samples.
-
-        With N samples per prompt, the prompt's forward pass (most of the cost on short answers) is done
-        once instead of N times. The last prompt token is left for `generate`, which continues from the cache.
-        """
-        from transformers import DynamicCache
-
-        cache = DynamicCache()
-        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        self.model(input_ids=context[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
-                   past_key_values=cache, use_cache=True, logits_to_keep=1)
-        cache.reorder_cache(row_of)
-        return cache
-
-    def _sample_batch(self, contexts: list[str], gen_kwargs: dict, seeds: list[int]) -> list[SampledText]:
-        from transformers import GenerationConfig, LogitsProcessorList
-
-        temperature = float(gen_kwargs.pop("temperature", 0.0))
-        do_sample = gen_kwargs.pop("do_sample", temperature > 0)
-        if not do_sample:
-            temperature = 0.0
-        if gen_kwargs.pop("top_k", 0) not in (0, None, -1) or float(gen_kwargs.pop("top_p", 1.0)) != 1.0:
-            raise SIBenchError("si-bench samples from the full distribution: use top_k 0 and top_p 1")
-        max_new = int(gen_kwargs.pop("max_gen_toks", self.max_gen_toks))
-        if self.max_new_tokens:
-            max_new = min(max_new, self.max_new_tokens)
-        eos = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
-        stops = handle_stop_sequences(gen_kwargs.pop("until", None), eos=eos)
-        unique = list(dict.fromkeys(contexts))
-        row_of = torch.tensor([unique.index(c) for c in contexts], device=self.device)
-        context, mask = self.tok_batch_encode(unique, left_truncate_len=self.max_length - max_new)
-        context, mask = context.to(self.device), mask.to(self.device)
-        sampler = GumbelSampler(seeds, temperature)
-        config = GenerationConfig(
-            do_sample=False, max_new_tokens=max_new, pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.eot_token_id,
-        )
-        with torch.no_grad():
-            cache = self._shared_prefill(context, mask, row_of) if len(unique) < len(contexts) else None
-            context, mask = context[row_of], mask[row_of]
-            output = self.model.generate(
-                input_ids=context,
-                attention_mask=mask,
-                past_key_values=cache,
-                generation_config=config,
-                logits_processor=LogitsProcessorList([sampler]),
-                stopping_criteria=stop_sequences_criteria(self.tokenizer, stops, context.shape[1], context.shape[0]),
-            )
-        generated = output[:, context.shape[1] :]
-        sampler.record(generated[:, -1])
-        token_logprobs = torch.stack(sampler.token_logprobs, dim=1)  # (batch, generated steps)
-        texts = []
-        for row, tokens in enumerate(generated.tolist()):
-            text, kept = cut_response(self.tok_decode, tokens, [s for s in stops if s != eos], self.eot_token_id)
-            texts.append(SampledText(text, float(token_logprobs[row, :kept].sum()), kept))
-        return texts
-
-
-BACKENDS: dict[str, str] = {"hf": "si-hf", "vllm": "si-vllm"}
-
-
-def load_lm(backend: str, path: str, adapter: str | None, *, batch_size: int, max_new_tokens: int | None, seed_base: str):
-    """Instantiate the lm-eval model class registered for `backend`."""
-    if backend not in BACKENDS:
-        raise SIBenchError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
-    if backend == "vllm":
-        from si_bench import vllm_backend  # noqa: F401 - registers si-vllm; imports vllm
-
-        from lm_eval.api.registry import get_model
-
-        return get_model("si-vllm")(
-            pretrained=path, lora=adapter, batch_size=batch_size, max_new_tokens=max_new_tokens, seed_base=seed_base
-        )
-    kwargs: dict[str, Any] = dict(
-        pretrained=path, device="cpu", batch_size=batch_size, max_new_tokens=max_new_tokens, dtype="float32",
-        seed_base=seed_base,
-    )
-    if adapter:
-        kwargs["peft"] = adapter
-    return LogprobHFLM(**kwargs)
+def load_lm(name: str, path: str, adapter: str | None, **settings) -> SamplingBackend:
+    """Instantiate backend `name` over the model at `path` (plus an optional LoRA adapter)."""
+    module, _, cls = get_backend(name).target.partition(":")
+    return getattr(importlib.import_module(module), cls).create(path, adapter, **settings)

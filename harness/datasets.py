@@ -46,12 +46,14 @@ class Dataset:
     extract: Callable[[str], str | None]
     is_correct: Callable[[str | None, str], bool]
     task: str  # the lm-eval solver task in tasks/
-    hub: str = ""  # the same data on the Hugging Face hub, for users with a network
     train_split: str = "train"  # where training prompts come from (math500 has no train split of its own)
 
-    def load(self, split: str) -> list[Prompt]:
+    def check_split(self, split: str) -> None:
         if split not in self.splits:
             raise SIBenchError(f"dataset {self.name} has no split {split!r} (choose from {', '.join(self.splits)})")
+
+    def load(self, split: str) -> list[Prompt]:
+        self.check_split(split)
         return self.splits[split]()
 
     def check(self, text: str, answer: str) -> tuple[str | None, bool]:
@@ -153,7 +155,7 @@ def math_equal(predicted: str | None, gold: str) -> bool:
 
     try:
         return bool(verify(parse(f"${gold}$"), parse(f"${predicted}$")))
-    except Exception:  # math-verify raises on unparsable LaTeX and on timeouts outside the main thread
+    except Exception:  # noqa: BLE001 - math-verify raises anything on unparsable LaTeX or a timeout
         return predicted.strip() == gold.strip()
 
 
@@ -244,7 +246,6 @@ DATASETS: dict[str, Dataset] = {
         extract=extract_number,
         is_correct=numbers_equal,
         task="si_solver_gsm8k",
-        hub="openai/gsm8k (config main)",
     ),
     "math": Dataset(
         name="math",
@@ -255,7 +256,6 @@ DATASETS: dict[str, Dataset] = {
         extract=extract_boxed,
         is_correct=math_equal,
         task="si_solver_math",
-        hub="EleutherAI/hendrycks_math",
     ),
     "math500": Dataset(
         name="math500",
@@ -266,7 +266,6 @@ DATASETS: dict[str, Dataset] = {
         extract=extract_boxed,
         is_correct=math_equal,
         task="si_solver_math",
-        hub="HuggingFaceH4/MATH-500",
     ),
 }
 

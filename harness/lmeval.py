@@ -7,21 +7,17 @@ tasks costs seconds on every call.
 from __future__ import annotations
 
 import logging
-import uuid
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, Iterator
 
 from si_bench.datasets import Prompt, get_dataset
-
-_STAGED: dict[str, Any] = {}
+from si_bench.tasks import TASKS_DIR, stage
 
 
 @lru_cache(maxsize=1)
 def task_manager():
     from lm_eval.tasks import TaskManager
-
-    from si_bench.tasks import TASKS_DIR
 
     return TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
 
@@ -43,28 +39,6 @@ def build_task(spec: dict):
     manager = task_manager()
     entry = manager._entry(spec["task"])  # noqa: SLF001 - the public loader has no merge-overrides route
     return manager._factory.build(entry, overrides=spec, registry=manager._index)  # noqa: SLF001
-
-
-def staged(key: str):
-    return _STAGED[key]
-
-
-@contextmanager
-def stage(train: list[dict], test: list[dict]) -> Iterator[str]:
-    """Make (few-shot, evaluated) documents available to a task under a fresh key."""
-    from datasets import Dataset, DatasetDict
-
-    key = uuid.uuid4().hex
-    _STAGED[key] = DatasetDict({"train": Dataset.from_list(train), "test": Dataset.from_list(test)})
-    try:
-        yield key
-    finally:
-        _STAGED.pop(key, None)
-
-
-def solver_accuracy(doc: dict, samples: list[str]) -> float:
-    dataset = get_dataset(doc["dataset"])
-    return sum(dataset.check(s, doc["answer"])[1] for s in samples) / max(len(samples), 1)
 
 
 def _docs(prompts: list[Prompt], dataset: str) -> list[dict]:

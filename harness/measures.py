@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from si_bench.select import Selection, _as_2d, hybrid_best_of_n
+from si_bench.select import Selection, check_candidates, check_sigma, hybrid_best_of_n
 
 __all__ = ["Measure", "compute_measures", "paired_difference", "pass_at_k"]
 
@@ -134,13 +134,6 @@ def _finish(boot: _Boot, value, reps, n: int, reason: str | None = None) -> Meas
 # --------------------------------------------------------------------------- validation
 
 
-def _arr2d(name: str, x, P_N: tuple[int, int] | None = None) -> np.ndarray:
-    a = _as_2d(name, x)
-    if P_N is not None and a.shape != P_N:
-        raise ValueError(f"shape mismatch: {name} has shape {a.shape}, expected {P_N} like nll")
-    return a
-
-
 def _bool2d(name: str, x, P_N: tuple[int, int]) -> np.ndarray:
     a = np.asarray(x)
     if a.dtype == object:
@@ -235,6 +228,130 @@ def _majority(answers: list[list], correct: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- public API
 
 
+def _check_selection(selection, P: int, N: int) -> Selection:
+    if not isinstance(selection, Selection):
+        raise ValueError(f"selection must be a Selection, got {type(selection).__name__}")
+    index = np.asarray(selection.index)
+    if index.shape != (P,):
+        raise ValueError(f"shape mismatch: selection.index has shape {index.shape}, expected ({P},)")
+    if not np.issubdtype(index.dtype, np.integer) or (index < 0).any() or (index >= N).any():
+        raise ValueError(f"selection.index must hold integers in [0, {N})")
+    if np.asarray(selection.fallback).shape != (P,):
+        raise ValueError(f"shape mismatch: selection.fallback must have shape ({P},)")
+    return selection
+
+
+def _check_ks(ks, N: int) -> list[int]:
+    if ks is None:
+        return _default_ks(N)
+    ks = sorted({_check_int("k", k) for k in ks})
+    bad = [k for k in ks if not 1 <= k <= N]
+    if bad:
+        raise ValueError(f"pass@k needs 1 <= k <= N={N}, got k={bad}")
+    return ks
+
+
+class _Collector:
+    """Measures of one generation, all over one shared prompt bootstrap (so differences are paired)."""
+
+    def __init__(self, boot: _Boot):
+        self.boot, self.out = boot, {}
+
+    def per_prompt(self, name: str, x: np.ndarray, reason: str | None = None):
+        value, reps, n = self.boot.mean(x)
+        self.out[name] = _finish(self.boot, value, reps, n, reason)
+        return value, reps, n
+
+    def difference(self, name: str, a, b) -> None:
+        (av, ar, an), (bv, br, bn) = a, b
+        if av is None or bv is None:
+            self.out[name] = Measure(None, None, None, int(min(an, bn)),
+                                     "solver or verifier per-token NLL is undefined")
+        else:
+            self.out[name] = _finish(self.boot, av - bv, ar - br, min(an, bn))
+
+
+def _per_token(nll: np.ndarray, n_tokens: np.ndarray) -> np.ndarray:
+    """NLL per token, NaN where a candidate has no tokens."""
+    ptn = np.full(nll.shape, np.nan)
+    np.divide(nll, n_tokens, out=ptn, where=n_tokens > 0)
+    return ptn
+
+
+def _solver_measures(c: _Collector, nll, n_tokens, correct) -> tuple:
+    c.per_prompt("solver_accuracy", correct.astype(float).mean(axis=1))
+    total = c.per_prompt("solver_uncertainty", nll.mean(axis=1))
+    token = c.per_prompt("solver_uncertainty_per_token", _row_nanmean(_per_token(nll, n_tokens)),
+                         "no candidate has any tokens")
+    c.per_prompt("solver_length", n_tokens.mean(axis=1))
+    return total, token
+
+
+def _row_nanmean(x: np.ndarray) -> np.ndarray:
+    """Mean of each row over its non-NaN entries; NaN for an all-NaN row (without a warning)."""
+    ok = ~np.isnan(x)
+    count = ok.sum(axis=1)
+    out = np.full(x.shape[0], np.nan)
+    np.divide(np.where(ok, x, 0.0).sum(axis=1), count, out=out, where=count > 0)
+    return out
+
+
+def _verifier_measures(c: _Collector, nll, n_tokens, correct, selection: Selection, solver: tuple) -> None:
+    rows, pick = np.arange(nll.shape[0]), np.asarray(selection.index)
+    c.per_prompt("verifier_accuracy", correct[rows, pick].astype(float))
+    total = c.per_prompt("verifier_uncertainty", nll[rows, pick])
+    token = c.per_prompt("verifier_uncertainty_per_token", _per_token(nll, n_tokens)[rows, pick],
+                         "no pick has any tokens")
+    c.per_prompt("verifier_length", n_tokens[rows, pick])
+    c.per_prompt("fallback_rate", np.asarray(selection.fallback, dtype=float))
+    c.difference("gap", solver[0], total)
+    c.difference("gap_per_token", solver[1], token)
+
+
+def _pass_and_majority(c: _Collector, correct, answers, ks: list[int]) -> None:
+    N = correct.shape[1]
+    n_correct = correct.sum(axis=1)
+    for k in ks:
+        table = np.array([pass_at_k(N, ci, k) for ci in range(N + 1)])
+        c.per_prompt(f"pass@{k}", table[n_correct])
+    if answers is not None:
+        c.per_prompt(f"maj@{N}", _majority(answers, correct))
+
+
+def _score_measures(c: _Collector, scores, correct, sigma: float) -> None:
+    P, N = correct.shape
+    boot, out, corr_f = c.boot, c.out, correct.astype(float)
+    n_pos = int(correct.sum())
+    if n_pos == 0:
+        out["auroc"] = Measure(None, None, None, P, "no correct candidate")
+    elif n_pos == P * N:
+        out["auroc"] = Measure(None, None, None, P, "no incorrect candidate")
+    else:
+        A = _auroc_pair_matrix(scores, correct)
+        pos_p = correct.sum(axis=1).astype(float)
+        value = float(_auroc_weighted(np.ones((1, P)), A, pos_p, N - pos_p)[0])
+        out["auroc"] = _finish(boot, value, _auroc_weighted(boot.C, A, pos_p, N - pos_p), P)
+    c.per_prompt("brier", ((scores - corr_f) ** 2).mean(axis=1))
+    bins = np.clip(np.floor(scores * ECE_BINS).astype(int), 0, ECE_BINS - 1)
+    key = (np.arange(P)[:, None] * ECE_BINS + bins).ravel()
+    cnt = np.bincount(key, minlength=P * ECE_BINS).reshape(P, ECE_BINS).astype(float)
+    ssum = np.bincount(key, weights=scores.ravel(), minlength=P * ECE_BINS).reshape(P, ECE_BINS)
+    csum = np.bincount(key, weights=corr_f.ravel(), minlength=P * ECE_BINS).reshape(P, ECE_BINS)
+    diff = ssum - csum  # per prompt and bin: sum(score) - sum(correct)
+    value = float(np.abs(diff.sum(axis=0)).sum() / cnt.sum())
+    reps = np.abs(boot.C @ diff).sum(axis=1) / (boot.C @ cnt).sum(axis=1) if boot.n_boot else np.empty(0)
+    out["ece"] = _finish(boot, value, reps, P)
+    generation = corr_f.mean(axis=1)
+    passing = scores >= sigma
+    n_pass = passing.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        verified = np.where(n_pass > 0, (corr_f * passing).sum(axis=1) / n_pass, generation)
+        best = correct.any(axis=1).astype(float)
+        contrib = best > generation
+        rel = np.where(contrib, (verified - generation) / np.where(contrib, best - generation, 1.0), np.nan)
+    c.per_prompt("relative_gap", rel, "every prompt is all-correct or all-wrong")
+
+
 def compute_measures(
     nll,
     n_tokens,
@@ -255,136 +372,28 @@ def compute_measures(
     ``hybrid_best_of_n(scores, nll, n_tokens, sigma)``. With neither, the verifier measures
     (verifier_*, fallback_rate, gap*) are absent. ``answers`` (None = not extracted) enables maj@N.
     """
-    nll = _arr2d("nll", nll)
+    nll, n_tokens, scores = check_candidates(nll, n_tokens, scores)
     P, N = nll.shape
-    n_tokens = _arr2d("n_tokens", n_tokens, (P, N))
     correct = _bool2d("correct", correct, (P, N))
-    if not np.isfinite(nll).all():
-        raise ValueError("nll must be finite (no NaN or inf)")
-    if np.isnan(n_tokens).any() or (n_tokens < 0).any():
-        raise ValueError("n_tokens must be >= 0 (no NaN)")
-    try:
-        sigma = float(sigma)
-    except (TypeError, ValueError):
-        raise ValueError(f"sigma must be a number in [0, 1], got {sigma!r}") from None
-    if not 0.0 <= sigma <= 1.0:
-        raise ValueError(f"sigma must be in [0, 1], got {sigma}")
+    sigma = check_sigma(sigma)
     n_boot = _check_int("n_boot", n_boot)
     if n_boot < 0:
         raise ValueError(f"n_boot must be >= 0, got {n_boot}")
-    seed = _check_int("seed", seed)
-    if scores is not None:
-        scores = _arr2d("scores", scores, (P, N))
-        if np.isnan(scores).any() or (scores < 0).any() or (scores > 1).any():
-            raise ValueError("scores must lie in [0, 1] (no NaN)")
     if selection is not None:
-        if not isinstance(selection, Selection):
-            raise ValueError(f"selection must be a Selection, got {type(selection).__name__}")
-        sel_idx = np.asarray(selection.index)
-        if sel_idx.shape != (P,):
-            raise ValueError(f"shape mismatch: selection.index has shape {sel_idx.shape}, expected ({P},)")
-        if not np.issubdtype(sel_idx.dtype, np.integer) or (sel_idx < 0).any() or (sel_idx >= N).any():
-            raise ValueError(f"selection.index must hold integers in [0, {N})")
-        if np.asarray(selection.fallback).shape != (P,):
-            raise ValueError(f"shape mismatch: selection.fallback must have shape ({P},)")
+        selection = _check_selection(selection, P, N)
     elif scores is not None:
         selection = hybrid_best_of_n(scores, nll, n_tokens, sigma)
-    if ks is None:
-        ks = _default_ks(N)
-    else:
-        ks = sorted({_check_int("k", k) for k in ks})
-        bad = [k for k in ks if not 1 <= k <= N]
-        if bad:
-            raise ValueError(f"pass@k needs 1 <= k <= N={N}, got k={bad}")
-    if answers is not None:
-        answers = _answers2d(answers, P, N)
+    ks = _check_ks(ks, N)
+    answers = _answers2d(answers, P, N) if answers is not None else None
 
-    boot = _Boot(P, n_boot, seed)
-    out: dict[str, Measure] = {}
-    corr_f = correct.astype(float)
-    has_tok = n_tokens > 0
-    ptn = np.full((P, N), np.nan)
-    np.divide(nll, n_tokens, out=ptn, where=has_tok)
-
-    # ---- solver
-    def per_prompt(name, x, reason=None):
-        v, reps, n = boot.mean(x)
-        out[name] = _finish(boot, v, reps, n, reason)
-        return v, reps, n
-
-    per_prompt("solver_acc", corr_f.mean(axis=1))
-    s_nll = per_prompt("solver_nll", nll.mean(axis=1))
-    n_ok = has_tok.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        s_ptn_p = np.where(n_ok > 0, np.where(has_tok, ptn, 0.0).sum(axis=1) / n_ok, np.nan)
-    s_ptn = per_prompt("solver_nll_per_token", s_ptn_p, "no candidate has any tokens")
-    per_prompt("solver_len", n_tokens.mean(axis=1))
-
-    # ---- verifier (picks)
+    c = _Collector(_Boot(P, n_boot, _check_int("seed", seed)))
+    solver = _solver_measures(c, nll, n_tokens, correct)
     if selection is not None:
-        rows = np.arange(P)
-        pick = np.asarray(selection.index)
-        per_prompt("verifier_acc", corr_f[rows, pick])
-        v_nll = per_prompt("verifier_nll", nll[rows, pick])
-        v_ptn = per_prompt("verifier_nll_per_token", ptn[rows, pick], "no pick has any tokens")
-        per_prompt("verifier_len", n_tokens[rows, pick])
-        per_prompt("fallback_rate", np.asarray(selection.fallback, dtype=float))
-        for name, (sv, sr, sn), (vv, vr, vn) in (
-            ("gap", s_nll, v_nll),
-            ("gap_per_token", s_ptn, v_ptn),
-        ):
-            if sv is None or vv is None:
-                out[name] = Measure(None, None, None, int(min(sn, vn)),
-                                    "solver or verifier per-token NLL is undefined")
-            else:
-                out[name] = _finish(boot, sv - vv, sr - vr, min(sn, vn))
-
-    # ---- pass@k / maj@N
-    c = correct.sum(axis=1)
-    for k in ks:
-        table = np.array([pass_at_k(N, ci, k) for ci in range(N + 1)])
-        per_prompt(f"pass@{k}", table[c])
-    if answers is not None:
-        per_prompt(f"maj@{N}", _majority(answers, correct))
-
-    # ---- score measures
+        _verifier_measures(c, nll, n_tokens, correct, selection, solver)
+    _pass_and_majority(c, correct, answers, ks)
     if scores is not None:
-        n_pos = int(correct.sum())
-        if n_pos == 0:
-            out["auroc"] = Measure(None, None, None, P, "no correct candidate")
-        elif n_pos == P * N:
-            out["auroc"] = Measure(None, None, None, P, "no incorrect candidate")
-        else:
-            A = _auroc_pair_matrix(scores, correct)
-            pos_p = correct.sum(axis=1).astype(float)
-            neg_p = N - pos_p
-            value = float(_auroc_weighted(np.ones((1, P)), A, pos_p, neg_p)[0])
-            reps = _auroc_weighted(boot.C, A, pos_p, neg_p)
-            out["auroc"] = _finish(boot, value, reps, P)
-
-        per_prompt("brier", ((scores - corr_f) ** 2).mean(axis=1))
-
-        bins = np.clip(np.floor(scores * ECE_BINS).astype(int), 0, ECE_BINS - 1)
-        key = (np.arange(P)[:, None] * ECE_BINS + bins).ravel()
-        cnt = np.bincount(key, minlength=P * ECE_BINS).reshape(P, ECE_BINS).astype(float)
-        ssum = np.bincount(key, weights=scores.ravel(), minlength=P * ECE_BINS).reshape(P, ECE_BINS)
-        csum = np.bincount(key, weights=corr_f.ravel(), minlength=P * ECE_BINS).reshape(P, ECE_BINS)
-        diff = ssum - csum  # per prompt and bin: sum(score) - sum(correct)
-        value = float(np.abs(diff.sum(axis=0)).sum() / cnt.sum())
-        reps = np.abs(boot.C @ diff).sum(axis=1) / (boot.C @ cnt).sum(axis=1) if n_boot else np.empty(0)
-        out["ece"] = _finish(boot, value, reps, P)
-
-        g = corr_f.mean(axis=1)
-        passing = scores >= sigma
-        n_pass = passing.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            v = np.where(n_pass > 0, (corr_f * passing).sum(axis=1) / n_pass, g)
-            m = correct.any(axis=1).astype(float)
-            contrib = m > g
-            rel = np.where(contrib, (v - g) / np.where(contrib, m - g, 1.0), np.nan)
-        per_prompt("relative_gap", rel, "every prompt is all-correct or all-wrong")
-
-    return out
+        _score_measures(c, scores, correct, sigma)
+    return c.out
 
 
 def paired_difference(before, after, *, n_boot: int = 2000, seed: int = 0) -> Measure:

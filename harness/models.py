@@ -135,7 +135,7 @@ def _from_hub(spec: str) -> Path:
 
     try:
         return Path(snapshot_download(spec, local_files_only=True))
-    except Exception:
+    except Exception:  # noqa: BLE001 - not in the local cache, whatever the hub client raises
         pass
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         raise SIBenchError(f"model {spec!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1")
@@ -143,7 +143,7 @@ def _from_hub(spec: str) -> Path:
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
     try:
         return Path(snapshot_download(spec))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure to fetch is the user's missing model
         raise SIBenchError(
             f"model {spec!r} is not a preset ({', '.join(PRESETS)}), a local directory, or a hub id "
             f"reachable from here ({type(exc).__name__})"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Selection", "hybrid_best_of_n", "per_token_nll"]
+__all__ = ["Selection", "hybrid_best_of_n", "per_token_nll", "as_matrix", "check_candidates"]
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,8 @@ class Selection:
     score: np.ndarray  # (P,) float, score of the chosen candidate
 
 
-def _as_2d(name: str, x, dtype=float) -> np.ndarray:
+def as_matrix(name: str, x, dtype=float) -> np.ndarray:
+    """x as a (P, N) array (prompts x samples) with P, N >= 1, or a ValueError naming it."""
     try:
         a = np.asarray(x, dtype=dtype)
     except (TypeError, ValueError) as e:
@@ -52,31 +53,41 @@ def per_token_nll(nll: np.ndarray, n_tokens: np.ndarray) -> np.ndarray:
     return out
 
 
-def hybrid_best_of_n(
-    scores: np.ndarray, nll: np.ndarray, n_tokens: np.ndarray, sigma: float = 0.5
-) -> Selection:
-    """Pick one candidate per prompt; arrays are (P, N). See the module docstring for the rule."""
-    scores = _as_2d("scores", scores)
-    nll = _as_2d("nll", nll)
-    n_tokens = _as_2d("n_tokens", n_tokens)
-    if not (scores.shape == nll.shape == n_tokens.shape):
-        raise ValueError(
-            f"shape mismatch: scores {scores.shape}, nll {nll.shape}, n_tokens {n_tokens.shape}; "
-            "all must be (P, N)"
-        )
+def check_sigma(sigma) -> float:
     try:
         sigma = float(sigma)
     except (TypeError, ValueError):
         raise ValueError(f"sigma must be a number in [0, 1], got {sigma!r}") from None
     if not (0.0 <= sigma <= 1.0):
         raise ValueError(f"sigma must be in [0, 1], got {sigma}")
-    if np.isnan(scores).any() or (scores < 0).any() or (scores > 1).any():
-        raise ValueError("scores must lie in [0, 1] (no NaN)")
-    if np.isnan(nll).any():
-        raise ValueError("nll contains NaN")
+    return sigma
+
+
+def check_candidates(nll, n_tokens, scores=None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(nll, n_tokens, scores) as validated (P, N) arrays: finite NLLs, token counts >= 0, scores in [0, 1]."""
+    nll = as_matrix("nll", nll)
+    shape = nll.shape
+    n_tokens = as_matrix("n_tokens", n_tokens)
+    if scores is not None:
+        scores = as_matrix("scores", scores)
+    for name, a in (("n_tokens", n_tokens), ("scores", scores)):
+        if a is not None and a.shape != shape:
+            raise ValueError(f"shape mismatch: {name} has shape {a.shape}, expected {shape} like nll")
+    if not np.isfinite(nll).all():
+        raise ValueError("nll must be finite (no NaN or inf)")
     if np.isnan(n_tokens).any() or (n_tokens < 0).any():
         raise ValueError("n_tokens must be >= 0 (no NaN)")
+    if scores is not None and (np.isnan(scores).any() or (scores < 0).any() or (scores > 1).any()):
+        raise ValueError("scores must lie in [0, 1] (no NaN)")
+    return nll, n_tokens, scores
 
+
+def hybrid_best_of_n(
+    scores: np.ndarray, nll: np.ndarray, n_tokens: np.ndarray, sigma: float = 0.5
+) -> Selection:
+    """Pick one candidate per prompt; arrays are (P, N). See the module docstring for the rule."""
+    nll, n_tokens, scores = check_candidates(nll, n_tokens, scores)
+    sigma = check_sigma(sigma)
     P, N = scores.shape
     ptn = per_token_nll(nll, n_tokens)
     idx = np.broadcast_to(np.arange(N), (P, N))

@@ -10,15 +10,29 @@ import json
 import os
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import duckdb
 
 from si_bench.errors import SIBenchError
+from si_bench.options import Options, option
 
 DEFAULT_DB = "si-bench.duckdb"
 LOCK_RETRY_SECONDS = float(os.environ.get("SI_BENCH_LOCK_RETRY", "10"))
+
+@dataclass
+class StoreOptions(Options):
+    """The store every command reads or writes."""
+
+    db: str = option(DEFAULT_DB, "The si-bench DuckDB store.")
+
+
+@dataclass
+class SqlStatement(Options):
+    query: str = option(help="One SQL statement, e.g. SELECT * FROM summary.", argument=True)
+
 
 # Ordered, idempotent migrations; SCHEMA_VERSION is the number of entries.
 MIGRATIONS: list[str] = [
@@ -72,35 +86,76 @@ MIGRATIONS: list[str] = [
         sample_idx INTEGER, score DOUBLE, completion VARCHAR, PRIMARY KEY (run_id, round, prompt_id));
     ALTER TABLE runs ADD COLUMN IF NOT EXISTS external_used INTEGER DEFAULT 0;
     """,
+    # 3: one name per quantity, steps named steps, and a run's evaluations keyed by step (two steps with
+    # identical weights share an evaluation but stay two points of the trajectory).
+    """
+    DROP VIEW IF EXISTS summary;
+    CREATE TABLE metrics_v3 AS SELECT eval_id, CASE name {renames} ELSE name END AS name, value, ci_low, ci_high,
+        n, reason FROM metrics;
+    DROP TABLE metrics;
+    CREATE TABLE metrics (
+        eval_id VARCHAR, name VARCHAR, value DOUBLE, ci_low DOUBLE, ci_high DOUBLE, n INTEGER,
+        reason VARCHAR, PRIMARY KEY (eval_id, name));
+    INSERT INTO metrics SELECT * FROM metrics_v3;
+    DROP TABLE metrics_v3;
+    ALTER TABLE checkpoints RENAME COLUMN round TO step;
+    ALTER TABLE runs RENAME COLUMN rounds_done TO steps_done;
+    CREATE TABLE run_evals_v3 (
+        run_id VARCHAR, eval_id VARCHAR, step INTEGER, t DOUBLE, t_unit VARCHAR, role VARCHAR,
+        PRIMARY KEY (run_id, step, eval_id));
+    INSERT INTO run_evals_v3 SELECT run_id, eval_id, round, t, t_unit, role FROM run_evals;
+    DROP TABLE run_evals;
+    ALTER TABLE run_evals_v3 RENAME TO run_evals;
+    CREATE TABLE training_data_v3 (
+        run_id VARCHAR, step INTEGER, prompt_id VARCHAR, source VARCHAR, eval_id VARCHAR,
+        sample_idx INTEGER, score DOUBLE, completion VARCHAR, PRIMARY KEY (run_id, step, prompt_id));
+    INSERT INTO training_data_v3 SELECT * FROM training_data;
+    DROP TABLE training_data;
+    ALTER TABLE training_data_v3 RENAME TO training_data;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
-# Views are recreated on every open so that they always match the code.
-SUMMARY_VIEW = """
-CREATE OR REPLACE VIEW summary AS
-SELECT e.eval_id, g.gen_id, r.run_id, r.round, r.t, r.t_unit, r.role, g.model, g.backend, g.dataset, g.split,
-       e.verifier, e.sigma, g.n_prompts, g.n_samples,
-       {cols},
-       e.status, e.created_at, e.finished_at
-FROM evaluations e JOIN generations g USING (gen_id) LEFT JOIN run_evals r USING (eval_id)
-"""
-SUMMARY_MEASURES = {
-    "solver_acc": "solver_acc", "verifier_acc": "verifier_acc", "U_s": "solver_nll",
-    "U_v": "verifier_nll", "gap": "gap", "U_s_per_token": "solver_nll_per_token",
-    "U_v_per_token": "verifier_nll_per_token", "gap_per_token": "gap_per_token",
-    "auroc": "auroc", "rel_gap": "relative_gap", "fallback_rate": "fallback_rate",
+# Metric names before schema v3 -> the one name each quantity has now.
+RENAMED_METRICS = {
+    "solver_acc": "solver_accuracy", "verifier_acc": "verifier_accuracy", "solver_nll": "solver_uncertainty",
+    "verifier_nll": "verifier_uncertainty", "solver_nll_per_token": "solver_uncertainty_per_token",
+    "verifier_nll_per_token": "verifier_uncertainty_per_token", "solver_len": "solver_length",
+    "verifier_len": "verifier_length",
 }
+MIGRATIONS[2] = MIGRATIONS[2].format(renames=" ".join(f"WHEN '{a}' THEN '{b}'" for a, b in RENAMED_METRICS.items()))
+
+# The `summary` view, recreated on every open so that it always matches the code: one row per evaluation
+# (and run step), the headline measures with their CIs.
+SUMMARY_MEASURES = ("solver_accuracy", "verifier_accuracy", "solver_uncertainty", "verifier_uncertainty", "gap",
+                    "solver_uncertainty_per_token", "verifier_uncertainty_per_token", "gap_per_token", "auroc",
+                    "relative_gap", "fallback_rate")
+# Names the view had before schema v3, kept as aliases for one release.
+SUMMARY_ALIASES = {"solver_acc": "solver_accuracy", "verifier_acc": "verifier_accuracy", "U_s": "solver_uncertainty",
+                   "U_v": "verifier_uncertainty", "U_s_per_token": "solver_uncertainty_per_token",
+                   "U_v_per_token": "verifier_uncertainty_per_token", "rel_gap": "relative_gap"}
+CI_SUFFIXES = (("value", ""), ("ci_low", "_lo"), ("ci_high", "_hi"))
 
 
 def _summary_sql() -> str:
-    cols = []
-    for column, metric in SUMMARY_MEASURES.items():
-        for field, suffix in (("value", ""), ("ci_low", "_lo"), ("ci_high", "_hi")):
-            cols.append(
-                f"(SELECT m.{field} FROM metrics m WHERE m.eval_id = e.eval_id AND m.name = '{metric}')"
-                f" AS {column}{suffix}"
-            )
-    return SUMMARY_VIEW.format(cols=",\n       ".join(cols))
+    pivot = ",\n           ".join(f"max({field}) FILTER (WHERE name = '{m}') AS {m}{suffix}"
+                                  for m in SUMMARY_MEASURES for field, suffix in CI_SUFFIXES)
+    measures = ", ".join(f"m.{m}{suffix}" for m in SUMMARY_MEASURES for _, suffix in CI_SUFFIXES)
+    aliases = ", ".join(f"m.{new}{suffix} AS {old}{suffix}" for old, new in SUMMARY_ALIASES.items()
+                        for _, suffix in CI_SUFFIXES)
+    return f"""
+    CREATE OR REPLACE VIEW summary AS
+    WITH m AS (
+        SELECT eval_id,
+           {pivot}
+        FROM metrics GROUP BY eval_id)
+    SELECT e.eval_id, g.gen_id, r.run_id, r.step, r.t, r.t_unit, r.role, g.model, g.backend, g.dataset, g.split,
+           e.verifier, e.sigma, g.n_prompts, g.n_samples, {measures},
+           e.status, e.created_at, e.finished_at,
+           r.step AS round, {aliases}
+    FROM evaluations e JOIN generations g USING (gen_id) LEFT JOIN run_evals r USING (eval_id)
+    LEFT JOIN m USING (eval_id)"""
+
 
 
 def _connect(path: str | Path, read_only: bool) -> duckdb.DuckDBPyConnection:
@@ -187,6 +242,16 @@ def _cell(value: Any) -> Any:
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True)
     return value
+
+
+def runs_frame(path: str | Path):
+    """Runs with model, dataset, mode, progress and status (a DataFrame)."""
+    return query(path, """
+        SELECT run_id, model, dataset, mode, verifier, seed, steps_done,
+               CASE mode WHEN 'fixed' THEN steps_done / 2 ELSE steps_done END AS t_done,
+               CAST(json_extract(config, '$.rounds') AS INTEGER) AS t_planned,
+               CASE mode WHEN 'fixed' THEN 'epoch' ELSE 'round' END AS t_unit, external_used, status, updated_at
+        FROM runs ORDER BY created_at""")
 
 
 def query(path: str | Path, sql: str, params: Sequence[Any] | None = None):

@@ -21,8 +21,10 @@ import pandas as pd
 
 from si_bench import store
 from si_bench.errors import SIBenchError
+from si_bench.measures import paired_difference
 
-__all__ = ["Trajectory", "load_trajectories", "combine_replicates", "trajectories_frame", "load_summary"]
+__all__ = ["Trajectory", "load_trajectories", "combine_replicates", "trajectories_frame", "load_summary", "run_points",
+           "run_change"]
 
 UNITS = ("total", "per_token")
 
@@ -37,15 +39,14 @@ class Trajectory:
     mode: str | None
     t_unit: str
     t: np.ndarray
-    solver: np.ndarray  # U_s (or U_s per token)
-    verifier_u: np.ndarray  # U_v (or U_v per token)
-    solver_acc: np.ndarray | None = None
-    verifier_acc: np.ndarray | None = None
+    solver_uncertainty: np.ndarray  # U_s (or U_s per token)
+    verifier_uncertainty: np.ndarray  # U_v (or U_v per token)
+    solver_accuracy: np.ndarray | None = None
+    verifier_accuracy: np.ndarray | None = None
     gap: np.ndarray | None = None  # the measured gap series (paired per prompt)
     unit: str = "total"
     eval_ids: list[str] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)  # the run ids behind it (several for a seed mean)
-    rounds: int | None = None
     n_prompts_shared: int = 0
     _prompt_s: np.ndarray | None = field(default=None, repr=False)  # (T, P) per-prompt U_s on shared prompts
     _prompt_v: np.ndarray | None = field(default=None, repr=False)  # (T, P) per-prompt U_v (NaN: no self pick)
@@ -86,26 +87,24 @@ class Trajectory:
         with np.errstate(invalid="ignore"):
             s_mean = S.mean(axis=1)
             v_mean = np.nansum(np.where(defined, V, 0.0), axis=1) / np.maximum(defined.sum(axis=1), 1)
-        s_rep += (self.solver - s_mean)[None]
-        v_rep += (self.verifier_u - v_mean)[None]
+        s_rep += (self.solver_uncertainty - s_mean)[None]
+        v_rep += (self.verifier_uncertainty - v_mean)[None]
         return np.stack([s_rep, v_rep], axis=-1)
 
 
 # --------------------------------------------------------------------------- loading
 
+POINT_COLUMNS = [f"{m}{suffix}" for m in ("solver_uncertainty", "verifier_uncertainty", "gap", "solver_accuracy",
+                                          "verifier_accuracy") for _, suffix in store.CI_SUFFIXES]
+_SUMMARY_COLUMNS = [f"{m}{suffix}" for m in store.SUMMARY_MEASURES for _, suffix in store.CI_SUFFIXES]
 _SUMMARY_SQL = """
-SELECT s.eval_id, s.gen_id, s.run_id, s.round, s.t, s.t_unit, s.role, s.model, s.backend, s.dataset, s.split,
-       s.verifier, s.sigma, s.n_prompts, s.n_samples,
-       s.solver_acc, s.solver_acc_lo, s.solver_acc_hi, s.verifier_acc, s.verifier_acc_lo, s.verifier_acc_hi,
-       s.U_s, s.U_s_lo, s.U_s_hi, s.U_v, s.U_v_lo, s.U_v_hi, s.gap, s.gap_lo, s.gap_hi,
-       s.U_s_per_token, s.U_s_per_token_lo, s.U_s_per_token_hi, s.U_v_per_token, s.U_v_per_token_lo,
-       s.U_v_per_token_hi, s.gap_per_token, s.gap_per_token_lo, s.gap_per_token_hi,
-       s.auroc, s.fallback_rate, s.status, s.finished_at,
-       r.model AS run_model, r.mode, r.seed, r.config_hash, r.rounds_done
+SELECT s.eval_id, s.gen_id, s.run_id, s.step, s.t, s.t_unit, s.role, s.model, s.backend, s.dataset, s.split,
+       s.verifier, s.sigma, s.n_prompts, s.n_samples, {measures},
+       s.status, s.finished_at, r.model AS run_model, r.mode, r.seed, r.config_hash, r.steps_done
 FROM summary s LEFT JOIN runs r USING (run_id)
 WHERE s.run_id IS NOT NULL AND s.status = 'done' AND s.t IS NOT NULL
 ORDER BY s.run_id, s.dataset, s.split, s.verifier, s.t, s.finished_at
-"""
+""".format(measures=", ".join("s." + c for c in _SUMMARY_COLUMNS))
 
 _PROMPT_SQL = """
 WITH ev AS (SELECT eval_id, gen_id FROM evaluations WHERE eval_id IN (SELECT unnest(?::VARCHAR[]))),
@@ -157,7 +156,7 @@ def trajectories_from_summary(frame: pd.DataFrame, unit: str = "total",
     if prompts is not None and not prompts.empty:
         by_eval = {k: g for k, g in prompts.groupby("eval_id", sort=False)}
     for (run_id, dataset, split, verifier), g in frame.groupby(["run_id", "dataset", "split", "verifier"], sort=True):
-        g = g.dropna(subset=[f"U_s{suffix}", f"U_v{suffix}"])
+        g = g.dropna(subset=[f"solver_uncertainty{suffix}", f"verifier_uncertainty{suffix}"])
         if g.empty:
             continue
         # one evaluation per t: the latest finished one
@@ -166,17 +165,16 @@ def trajectories_from_summary(frame: pd.DataFrame, unit: str = "total",
         model = first.get("run_model")
         model = model if isinstance(model, str) and model else str(first["model"])
         mode = first.get("mode")
-        rounds = g["rounds_done"].iloc[-1] if "rounds_done" in g else None
-        if rounds is None or pd.isna(rounds):
-            rounds = g["round"].max()
         traj = Trajectory(
             run_id=str(run_id), model=model, dataset=str(dataset), split=str(split), verifier=str(verifier),
             mode=None if mode is None or pd.isna(mode) else str(mode),
             t_unit=str(first["t_unit"] or "round"), t=g["t"].to_numpy(dtype=float),
-            solver=g[f"U_s{suffix}"].to_numpy(dtype=float), verifier_u=g[f"U_v{suffix}"].to_numpy(dtype=float),
-            solver_acc=_array_or_none(g["solver_acc"]), verifier_acc=_array_or_none(g["verifier_acc"]),
+            solver_uncertainty=g[f"solver_uncertainty{suffix}"].to_numpy(dtype=float),
+            verifier_uncertainty=g[f"verifier_uncertainty{suffix}"].to_numpy(dtype=float),
+            solver_accuracy=_array_or_none(g["solver_accuracy"]),
+            verifier_accuracy=_array_or_none(g["verifier_accuracy"]),
             gap=_array_or_none(g[f"gap{suffix}"]), unit=unit, eval_ids=[str(e) for e in g["eval_id"]],
-            runs=[str(run_id)], rounds=None if rounds is None or pd.isna(rounds) else int(rounds),
+            runs=[str(run_id)],
         )
         if by_eval is not None:
             _attach_prompts(traj, by_eval, unit)
@@ -237,7 +235,7 @@ def combine_replicates(trajectories: list[Trajectory]) -> list[Trajectory]:
             out.append(members[0])
             continue
         members = sorted(members, key=lambda m: m.run_id)
-        per_run = np.stack([np.column_stack([m.solver, m.verifier_u]) for m in members])  # (R, T, 2)
+        per_run = np.stack([np.column_stack([m.solver_uncertainty, m.verifier_uncertainty]) for m in members])  # (R, T, 2)
 
         def mean_of(attr):
             arrs = [getattr(m, attr) for m in members]
@@ -246,9 +244,9 @@ def combine_replicates(trajectories: list[Trajectory]) -> list[Trajectory]:
         run_ids = [m.run_id for m in members]
         first = members[0]
         out.append(replace(
-            first, run_id=f"mean({','.join(run_ids)})", solver=per_run[:, :, 0].mean(axis=0),
-            verifier_u=per_run[:, :, 1].mean(axis=0), solver_acc=mean_of("solver_acc"),
-            verifier_acc=mean_of("verifier_acc"), gap=mean_of("gap"),
+            first, run_id=f"mean({','.join(run_ids)})", solver_uncertainty=per_run[:, :, 0].mean(axis=0),
+            verifier_uncertainty=per_run[:, :, 1].mean(axis=0), solver_accuracy=mean_of("solver_accuracy"),
+            verifier_accuracy=mean_of("verifier_accuracy"), gap=mean_of("gap"),
             eval_ids=[e for m in members for e in m.eval_ids], runs=run_ids, n_prompts_shared=0,
             _prompt_s=None, _prompt_v=None, _per_run=per_run,
         ))
@@ -256,12 +254,12 @@ def combine_replicates(trajectories: list[Trajectory]) -> list[Trajectory]:
 
 
 def trajectories_frame(db: str | Path, *, unit: str = "total") -> pd.DataFrame:
-    """Long table: one row per (trajectory, t, series) with series in solver, verifier, gap, solver_acc,
-    verifier_acc and the value (the long format `si-bench fit --trajectory --group-by run_id` reads)."""
+    """Long table: one row per (trajectory, t, series) with series in solver, verifier, gap, solver_accuracy,
+    verifier_accuracy and the value (the long format `si-bench fit --trajectory --group-by run_id` reads)."""
     rows = []
     for tr in load_trajectories(db, unit=unit, per_prompt=False):
-        series = {"solver": tr.solver, "verifier": tr.verifier_u, "gap": tr.gap,
-                  "solver_acc": tr.solver_acc, "verifier_acc": tr.verifier_acc}
+        series = {"solver": tr.solver_uncertainty, "verifier": tr.verifier_uncertainty, "gap": tr.gap,
+                  "solver_accuracy": tr.solver_accuracy, "verifier_accuracy": tr.verifier_accuracy}
         for name, values in series.items():
             if values is None:
                 continue
@@ -271,3 +269,42 @@ def trajectories_frame(db: str | Path, *, unit: str = "total") -> pd.DataFrame:
                              "t": float(t), "series": name, "value": float(v)})
     cols = ["run_id", "model", "dataset", "split", "verifier", "mode", "unit", "t_unit", "t", "series", "value"]
     return pd.DataFrame(rows, columns=cols)
+
+
+# --------------------------------------------------------------------------- one run's test points
+
+
+def run_points(db, run_id: str, role: str = "test"):
+    """A run's measured trajectory: t, uncertainties, gap and accuracies with their CIs (a DataFrame)."""
+    return store.query(db, f"""
+        SELECT t, t_unit, split, {", ".join(POINT_COLUMNS)}
+        FROM summary WHERE run_id = ? AND role = ? AND status = 'done' ORDER BY t""", [run_id, role])
+
+
+def run_change(db, run_id: str, *, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Last test measurement minus the first, per quantity, with a paired bootstrap CI over test prompts."""
+    frame = store.query(db, """
+        WITH ends AS (
+            SELECT min(t) AS t0, max(t) AS t1 FROM summary WHERE run_id = ? AND role = 'test' AND status = 'done'),
+        evals AS (
+            SELECT s.eval_id, s.gen_id, s.t FROM summary s, ends
+            WHERE s.run_id = ? AND s.role = 'test' AND s.status = 'done' AND s.t IN (ends.t0, ends.t1)),
+        solver AS (
+            SELECT e.t, x.prompt_id, avg(x.correct::DOUBLE) AS solver_accuracy, avg(x.nll) AS solver_uncertainty
+            FROM evals e JOIN samples x USING (gen_id) GROUP BY e.t, x.prompt_id),
+        verifier AS (
+            SELECT e.t, p.prompt_id, x.correct::DOUBLE AS verifier_accuracy, x.nll AS verifier_uncertainty
+            FROM evals e JOIN picks p USING (eval_id)
+            JOIN samples x ON x.gen_id = e.gen_id AND x.prompt_id = p.prompt_id AND x.sample_idx = p.sample_idx)
+        SELECT * FROM solver JOIN verifier USING (t, prompt_id) ORDER BY prompt_id, t""", [run_id, run_id])
+    if frame.empty or frame.t.nunique() < 2:
+        return {}
+    t0, t1 = frame.t.min(), frame.t.max()
+    before = frame[frame.t == t0].set_index("prompt_id")
+    after = frame[frame.t == t1].set_index("prompt_id")
+    shared = before.index.intersection(after.index)
+    return {
+        name: paired_difference(before.loc[shared, name].to_numpy(), after.loc[shared, name].to_numpy(),
+                                n_boot=n_boot, seed=seed)
+        for name in ("solver_accuracy", "solver_uncertainty", "verifier_accuracy", "verifier_uncertainty")
+    } | {"t0": t0, "t1": t1}

@@ -38,8 +38,8 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.utils import _add_special_kwargs, handle_stop_sequences, has_bos_prefix
 from vllm.lora.request import LoRARequest
 
-from si_bench.backends import SampledText, sample_seed
 from si_bench.errors import SIBenchError
+from si_bench.sampling import SampledText, sample_seed
 
 TOP_K_DISABLED = 0  # vLLM >= 0.8: 0 or -1 both mean "all tokens"; before that only -1 was accepted
 DEFAULT_MAX_GEN_TOKS = 256
@@ -92,6 +92,10 @@ class LogprobVLLM(TemplateLM):
             self.lora_request = LoRARequest("si-bench-adapter", 1, str(lora))
         self.model = vllm.LLM(**kwargs)
         self._max_length = int(max_length) if max_length else None
+
+    @classmethod
+    def create(cls, path: str, adapter: str | None, **settings: Any) -> "LogprobVLLM":
+        return cls(pretrained=path, lora=adapter, **settings)
 
     # ---- tokenizer ----
     @property

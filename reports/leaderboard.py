@@ -1,8 +1,8 @@
 """The leaderboard files: leaderboard.md/.csv/.json, index.html, plots/*.png and data.parquet.
 
-Rendering only: the numbers come from `si_bench.api.leaderboard`, which fits the stored trajectories and
-hands over four frames (summary rows, fits rows, fitted curves, one meta row per trajectory). They travel
-in one long parquet file (column `kind`), so the whole leaderboard can be rebuilt from it alone.
+The numbers come from the fit pipeline (si_bench.fit.fit_store); `frames` shapes them into four frames
+(summary rows, fits rows, fitted curves, one meta row per trajectory). They travel in one long parquet
+file (column `kind`), so the whole leaderboard can be rebuilt from it alone.
 """
 
 from __future__ import annotations
@@ -11,25 +11,92 @@ import hashlib
 import json
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
+from si_bench.errors import SIBenchError
+from si_bench.fit import FitEntry, clean, fit_rows
+from si_bench.options import Options, option
 from si_bench.reports.tables import frame_records
 
 KINDS = ("summary", "fits", "curves", "meta")
 
 COLUMNS = [
     ("model", "model"), ("dataset", "dataset"), ("split", "split"), ("verifier", "verifier"), ("mode", "mode"),
-    ("rounds", "rounds"), ("solver_acc_initial", "solver acc (t0)"), ("solver_acc_final", "solver acc (last)"),
+    ("t_last", "t (last)"), ("solver_accuracy_initial", "solver acc (t0)"),
+    ("solver_accuracy_final", "solver acc (last)"),
     ("solver_limit", "U_s limit [95% CI]"), ("verifier_limit", "U_v limit [95% CI]"),
     ("gap_limit", "G_inf [95% CI]"), ("rate", "rate [95% CI]"), ("r2_solver", "R² U_s"),
     ("r2_verifier", "R² U_v"), ("r2_gap", "R² G"), ("best_law", "best law (backtest)"),
     ("best_skill", "best skill"), ("coupled_skill", "coupled skill"), ("note", "note"),
 ]
 CI_QUANTITIES = ("solver_limit", "verifier_limit", "gap_limit", "rate")
+
+
+@dataclass
+class PublishOptions(Options):
+    """Where and how the leaderboard is written."""
+
+    out: str = option("leaderboard", "Output directory.")
+    from_parquet: str | None = option(None, "Rebuild from an earlier data.parquet export instead of the store.")
+    save_fits: bool = option(True, "Save the fits into the store.", flag="--save-fits/--no-save-fits")
+
+
+FIT_COLUMNS = ["fit_key", "run_id", "dataset", "split", "verifier", "unit", "law", "quantity", "estimate", "ci_low",
+               "ci_high", "reason", "r2", "details", "fitted_at"]
+CURVE_EXTENSION = 0.25  # the fitted curves run a quarter of the observed span past the last point
+
+
+# --------------------------------------------------------------------------- from fits to frames
+
+
+def _curve(entry: FitEntry) -> pd.DataFrame:
+    t = entry.trajectory.t
+    t0, t1 = float(t.min()), float(t.max())
+    grid = np.linspace(t0, t1 + CURVE_EXTENSION * (t1 - t0), 121)
+    frame = pd.DataFrame({"curve_" + k: np.asarray(v, dtype=float) for k, v in entry.result.curve(grid).items()})
+    frame.insert(0, "fit_key", entry.trajectory.key)
+    return frame
+
+
+def _meta(entry: FitEntry) -> dict:
+    tr, res = entry.trajectory, entry.result
+    return {"fit_key": tr.key, "run_id": tr.run_id, "model": tr.model, "dataset": tr.dataset, "split": tr.split,
+            "verifier": tr.verifier, "mode": tr.mode, "unit": tr.unit, "t_unit": tr.t_unit,
+            "n_points": tr.n_points, "t_last": float(tr.t.max()), "note": entry.note, "eval_ids": json.dumps(tr.eval_ids),
+            "fit_json": json.dumps(res.to_json(), allow_nan=False) if res is not None else None}
+
+
+def frames(entries: list[FitEntry], summary: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Everything the leaderboard shows: summary rows, fits rows, fitted curves and one meta row per trajectory."""
+    fits = pd.DataFrame(fit_rows(entries), columns=FIT_COLUMNS)
+    fits["details"] = [json.dumps(clean(d), sort_keys=True) for d in fits["details"]]
+    fits["estimate"] = fits["estimate"].astype(float)
+    curves = [_curve(e) for e in entries if e.result is not None]
+    return {"summary": summary, "fits": fits,
+            "curves": pd.concat(curves, ignore_index=True) if curves else pd.DataFrame({"fit_key": [], "curve_t": []}),
+            "meta": pd.DataFrame([_meta(e) for e in entries])}
+
+
+def publish(data: dict[str, pd.DataFrame], out_dir: Path) -> dict:
+    """Export the frames to out_dir/data.parquet and render every file from exactly what was exported."""
+    parquet = out_dir / "data.parquet"
+    write_data(data, parquet)
+    return render(read_data(parquet), out_dir)
+
+
+def publish_from(parquet: Path, out_dir: Path) -> dict:
+    """Rebuild the leaderboard from an earlier data.parquet export (no store needed)."""
+    if not parquet.is_file():
+        raise SIBenchError(f"parquet export not found: {parquet}")
+    data = read_data(parquet)
+    if parquet.resolve() != (out_dir / "data.parquet").resolve():
+        write_data(data, out_dir / "data.parquet")
+    return render(data, out_dir)
 
 
 # --------------------------------------------------------------------------- the parquet export
@@ -64,12 +131,8 @@ def read_data(path: Path) -> dict[str, pd.DataFrame]:
     try:
         data = pd.read_parquet(path)
     except Exception as exc:  # noqa: BLE001 - a broken file is a user error
-        from si_bench.errors import SIBenchError
-
         raise SIBenchError(f"cannot read {path}: {type(exc).__name__}") from None
     if "kind" not in data.columns:
-        from si_bench.errors import SIBenchError
-
         raise SIBenchError(f"{path} is not a leaderboard export (no column 'kind')")
     out = {}
     for kind in KINDS:
@@ -134,13 +197,14 @@ def build_table(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     rows = []
     for m in shown(meta).to_dict("records"):
         obs = trajectory_rows(frames, m)
-        acc = [_num(v) for v in obs["solver_acc"]] if "solver_acc" in obs else []
+        acc = [_num(v) for v in obs["solver_accuracy"]] if "solver_accuracy" in obs else []
         f = _fit_lookup(fits, m["fit_key"])
         row = {"model": m["model"], "dataset": m["dataset"], "split": m["split"], "verifier": m["verifier"],
                "mode": None if _missing(m.get("mode")) else m["mode"],
-               "rounds": None if _missing(m.get("rounds")) else int(m["rounds"]),
+               "t_last": _num(m.get("t_last")),
                "n_points": int(m["n_points"]), "t_unit": m["t_unit"], "unit": m["unit"],
-               "solver_acc_initial": acc[0] if acc else None, "solver_acc_final": acc[-1] if acc else None}
+               "solver_accuracy_initial": acc[0] if acc else None,
+               "solver_accuracy_final": acc[-1] if acc else None}
         for q in CI_QUANTITIES:
             r = f.get(("coupled", q), {})
             row[q], row[f"{q}_lo"], row[f"{q}_hi"] = (_num(r.get("estimate")), _num(r.get("ci_low")),
@@ -163,7 +227,7 @@ def build_table(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    order = table["solver_acc_final"].fillna(-1.0)
+    order = table["solver_accuracy_final"].fillna(-1.0)
     table = table.assign(_o=-order).sort_values(["dataset", "_o", "model", "run_id"]).drop(columns="_o")
     return table.reset_index(drop=True)
 
@@ -186,14 +250,14 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
             if col in CI_QUANTITIES:
                 v, lo, hi = _num(v), _num(r.get(f"{col}_lo")), _num(r.get(f"{col}_hi"))
                 d[col] = _f(v) + ("" if v is None or lo is None or hi is None else f" [{_f(lo)}, {_f(hi)}]")
-            elif col.startswith("solver_acc"):
+            elif col.startswith("solver_accuracy"):
                 d[col] = _pct(v)
             elif col.startswith("r2_"):
                 d[col] = "–" if v is None else f"{v:.3f}"
             elif col.endswith("_skill"):
                 d[col] = "–" if v is None else f"{v:+.2f}"
-            elif col == "rounds":
-                d[col] = "–" if v is None else str(int(v))
+            elif col == "t_last":
+                d[col] = "–" if v is None else f"{v:g} {r['t_unit']}{'s' if v != 1 else ''}"
             else:
                 d[col] = "" if v is None else str(v)
         out.append(d)

@@ -6,16 +6,25 @@ fitted gap curve, (c) the linearisation check dG against G with its OLS line, (d
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from si_bench.errors import SIBenchError
+from si_bench.options import Options, option
 
 SOLVER, VERIFIER, GAP = "#1f77b4", "#d62728", "#2ca02c"
+
+
+@dataclass
+class PlotOutput(Options):
+    plot: str | None = option(None, "Write a PNG of the trajectory to this path.")
 
 
 def _col(frame: pd.DataFrame, name: str) -> np.ndarray | None:
@@ -59,13 +68,14 @@ def trajectory_figure(path: Path, obs: pd.DataFrame, curve: pd.DataFrame | None,
     suffix = "_per_token" if unit == "per_token" else ""
     t = _col(obs, "t")
     t = np.zeros(0) if t is None else t
-    has_acc = _col(obs, "solver_acc") is not None or _col(obs, "verifier_acc") is not None
+    has_acc = _col(obs, "solver_accuracy") is not None or _col(obs, "verifier_accuracy") is not None
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.2), dpi=90)
     (a, b), (c, d) = axes
     label_u = "NLL per token" if unit == "per_token" else "NLL (nats)"
 
     # (a) U_s, U_v
-    for name, col, color, sym in (("solver", "U_s", SOLVER, "U_s"), ("verifier", "U_v", VERIFIER, "U_v")):
+    for name, col, color, sym in (("solver", "solver_uncertainty", SOLVER, "U_s"),
+                                  ("verifier", "verifier_uncertainty", VERIFIER, "U_v")):
         y = _col(obs, col + suffix)
         _errorbar(a, t, y, _col(obs, f"{col}{suffix}_lo"), _col(obs, f"{col}{suffix}_hi"), color, f"{sym} measured")
         _band(a, curve, name, color, f"{sym} coupled fit")
@@ -108,7 +118,7 @@ def trajectory_figure(path: Path, obs: pd.DataFrame, curve: pd.DataFrame | None,
 
     # (d) accuracies
     if has_acc:
-        for col, color, label in (("solver_acc", SOLVER, "solver"), ("verifier_acc", VERIFIER, "verifier")):
+        for col, color, label in (("solver_accuracy", SOLVER, "solver"), ("verifier_accuracy", VERIFIER, "verifier")):
             _errorbar(d, t, _col(obs, col), _col(obs, col + "_lo"), _col(obs, col + "_hi"), color, label)
         d.set_title("(d) accuracy", fontsize=10)
         d.set_xlabel(t_unit)
@@ -124,3 +134,24 @@ def trajectory_figure(path: Path, obs: pd.DataFrame, curve: pd.DataFrame | None,
     fig.savefig(path, format="png")
     plt.close(fig)
     return path
+
+
+def simulation_figure(df: pd.DataFrame, lim: dict, path: Path, cross: bool) -> None:
+    """U_s, U_v and G of a simulated trajectory (with the predicted limits when there is no external data)."""
+    try:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(df["t"], df["solver_uncertainty"], "o-", label="solver U_s")
+        ax.plot(df["t"], df["verifier_uncertainty"], "s-", label="verifier U_v")
+        ax.plot(df["t"], df["gap"], "^-", label="gap G")
+        if not cross:
+            for key, style in (("solver_limit", "C0"), ("verifier_limit", "C1"), ("gap_limit", "C2")):
+                ax.axhline(lim[key], color=style, ls=":", lw=1)
+        ax.set_xlabel("t")
+        ax.set_ylabel("uncertainty")
+        ax.set_title("cross-improvement" if cross else "solver-verifier gap dynamics")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+    except OSError as exc:
+        raise SIBenchError(f"cannot write plot {path}: {exc.strerror or exc}") from None

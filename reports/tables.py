@@ -4,9 +4,24 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 
 import pandas as pd
 from tabulate import tabulate
+
+from si_bench.options import Options, option
+
+FORMATS = ("table", "csv", "json")
+
+
+@dataclass
+class OutputFormat(Options):
+    format: str = option("table", "Output: table, csv or json.", choices=FORMATS, aliases=("-f",))
+
+
+@dataclass
+class JsonOutput(Options):
+    as_json: bool = option(False, "Print JSON instead of tables.", flag="--json")
 
 
 def _clean(value):

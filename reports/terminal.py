@@ -6,12 +6,14 @@ from typing import Iterable
 
 from rich.console import Console
 from rich.table import Table
+from tabulate import tabulate
 
 HEADLINE = [
-    ("solver accuracy", "solver_acc"), ("verifier accuracy", "verifier_acc"),
-    ("U_s (solver NLL)", "solver_nll"), ("U_v (verifier NLL)", "verifier_nll"), ("G = U_s - U_v", "gap"),
-    ("U_s per token", "solver_nll_per_token"), ("U_v per token", "verifier_nll_per_token"),
-    ("G per token", "gap_per_token"), ("mean length (tokens)", "solver_len"),
+    ("solver accuracy", "solver_accuracy"), ("verifier accuracy", "verifier_accuracy"),
+    ("U_s (solver uncertainty, NLL)", "solver_uncertainty"), ("U_v (verifier uncertainty, NLL)", "verifier_uncertainty"),
+    ("G = U_s - U_v", "gap"), ("U_s per token", "solver_uncertainty_per_token"),
+    ("U_v per token", "verifier_uncertainty_per_token"), ("G per token", "gap_per_token"),
+    ("mean length (tokens)", "solver_length"),
 ]
 
 
@@ -58,14 +60,13 @@ def trajectory_table(run_id: str, frame, change: dict) -> Table:
         table.add_column(column)
     for row in frame.itertuples():
         table.add_row(
-            f"{row.t:g} {row.t_unit}", _with_ci(row.U_s, row.U_s_lo, row.U_s_hi),
-            _with_ci(row.U_v, row.U_v_lo, row.U_v_hi), _with_ci(row.gap, row.gap_lo, row.gap_hi),
-            _with_ci(row.solver_acc, row.solver_acc_lo, row.solver_acc_hi),
-            _with_ci(row.verifier_acc, row.verifier_acc_lo, row.verifier_acc_hi),
+            f"{row.t:g} {row.t_unit}",
+            *(_with_ci(getattr(row, m), getattr(row, m + "_lo"), getattr(row, m + "_hi"))
+              for m in ("solver_uncertainty", "verifier_uncertainty", "gap", "solver_accuracy", "verifier_accuracy")),
         )
     if change:
         parts = []
-        for name in ("solver_acc", "solver_nll"):
+        for name in ("solver_accuracy", "solver_uncertainty"):
             m = change[name]
             excludes = m.ci_low is not None and (m.ci_low > 0 or m.ci_high < 0)
             parts.append(f"{name} {_with_ci(m.value, m.ci_low, m.ci_high)}{' *' if excludes else ''}")
@@ -74,7 +75,95 @@ def trajectory_table(run_id: str, frame, change: dict) -> Table:
     return table
 
 
-def print_trajectory(run_id: str, db: str) -> None:
-    from si_bench import api
+# --------------------------------------------------------------------------- fits
 
-    print_table(trajectory_table(run_id, api.trajectory(run_id, db), api.improvement(run_id, db)))
+
+def _fmt(q) -> str:
+    if not isinstance(q, dict):
+        return "-" if q is None else f"{q:.4g}"
+    est = q.get("estimate")
+    s = "-" if est is None else f"{est:.4g}"
+    ci = q.get("ci95")
+    if ci and None not in ci:
+        s += f"  [{ci[0]:.4g}, {ci[1]:.4g}]"
+    if q.get("reason"):
+        s += f"  ({q['reason']})"
+    return s
+
+
+def fit_report(j: dict, title: str = "") -> str:
+    """A fit result (its JSON form) as text: the coupled law, R², linearisation, laws and backtest, notes."""
+    lines = []
+    echo = lines.append
+    if title:
+        echo(f"\n== {title} ==")
+    rows = [(k, _fmt(j[k])) for k in ("rate", "solver_limit", "verifier_limit", "gap_limit", "alpha_over_beta",
+                                       "alpha_k", "beta_k", "t_to_eps")]
+    echo(tabulate(rows, headers=[f"coupled model (rate per {j['rate_unit']}, n={j['n_points']})",
+                                       "estimate  [95% CI]"]))
+    r2 = j["r2"]
+    echo("R^2: " + ", ".join(f"{k} {'-' if v is None else f'{v:.4f}'}" for k, v in r2.items()))
+    lin = j.get("linearisation", {})
+    if "rate" in lin:
+        echo(f"linearisation dG on G: rate {_fmt(lin['rate'])}; gap limit {_fmt(lin.get('gap_limit'))}; "
+                   f"R^2 {lin.get('r2', float('nan')):.3f}")
+    alt = j.get("alternatives", {})
+    bt = j.get("backtest", {})
+    laws = ["coupled", "separate_exp", "power_law", "persistence"]
+    rows = []
+    for law in laws:
+        r2s = alt.get(law, {}).get("r2") if law != "coupled" else j["r2"]
+        r2txt = ", ".join(f"{k} {v:.3f}" for k, v in (r2s or {}).items() if k != "gap" and v is not None)
+        rmse = (bt.get("rmse") or {}).get(law)
+        skill = (bt.get("skill_vs_persistence") or {}).get(law)
+        rows.append((law, r2txt, "-" if rmse is None else f"{rmse:.4g}", "-" if skill is None else f"{skill:+.3f}"))
+    echo(tabulate(rows, headers=["law", "R^2", f"backtest RMSE (holdout {bt.get('holdout', 0)})",
+                                       "skill vs persistence"]))
+    if bt.get("reason"):
+        echo(f"backtest: {bt['reason']}")
+    for series, acc in (j.get("accuracy") or {}).items():
+        if "limit" in acc:
+            echo(f"{series} accuracy limit: {_fmt(acc['limit'])}")
+        else:
+            echo(f"{series} accuracy: {acc.get('reason')}")
+    for n in j.get("notes", []):
+        echo(f"note: {n}")
+    return "\n".join(lines)
+
+
+def store_fits_report(out: dict) -> str:
+    """One table per stored trajectory, or the note saying why it was not fitted."""
+    lines = []
+    for entry in out["trajectories"]:
+        title = entry.get("fit_key", "")
+        if entry.get("fit"):
+            lines.append(fit_report(entry["fit"], title))
+        else:
+            lines.append(f"{title}: {entry.get('note', 'not fitted')}")
+    lines.append(f"{out['n_fitted']} trajectories fitted; saved into the fits table of {out['db']}")
+    return "\n".join(lines)
+
+
+def simulation_report(out: dict, gamma: float) -> str:
+    """The simulated trajectory, its predicted limits and, with shares, the allocations compared."""
+    lines = []
+    echo = lines.append
+    df, lim, cmp = out["trajectory"], out["predicted_limits"], out.get("allocations")
+    eta = "external_share" in df
+    title = "cross-improvement trajectory" if eta else "trajectory (closed form)"
+    echo(title)
+    cols = ["t", "solver_uncertainty", "verifier_uncertainty", "gap"] + (["external_share"] if eta else [])
+    echo(tabulate(df[cols].values.tolist(), headers=["t", "U_s", "U_v", "G"] + (["share"] if eta else []),
+                        floatfmt=".4f"))
+    echo("\npredicted limits without external data:")
+    echo(tabulate([(name, f"{v:.6g}") for name, v in lim.items()], headers=["quantity", "value"]))
+    if cmp:
+        echo(f"\nsame external budget, gamma = {gamma:g}:")
+        rows = [(name, f"{cmp['final_solver'][name]:.5f}", f"{cmp['converged_solver'][name]:.5f}")
+                for name in ("early", "uniform", "late")]
+        rows.append(("none", f"{cmp['no_external_data']['final_solver']:.5f}",
+                     f"{cmp['no_external_data']['converged_solver']:.5f}"))
+        echo(tabulate(rows, headers=["allocation", "final U_s", "converged U_s"]))
+        echo(f"max difference between allocations: final {cmp['max_difference_final']:.5f}, "
+                   f"converged {cmp['max_difference_converged']:.5f}")
+    return "\n".join(lines)

@@ -1,15 +1,15 @@
-"""Helpers named by the task YAML with `!function`. lm-eval imports this file by path, so the
-documents themselves are staged in `si_bench.lmeval` (one module instance) and fetched by key."""
+"""Helpers named by the task YAML with `!function` (lm-eval imports this file by path)."""
 
-from si_bench import lmeval
+from si_bench.datasets import get_dataset
+from si_bench.tasks import staged
 
 
 def solver_dataset(**kwargs):
-    return lmeval.staged(kwargs["docs_key"])
+    return staged(kwargs["docs_key"])
 
 
 def verifier_dataset(**kwargs):
-    return lmeval.staged(kwargs["docs_key"])
+    return staged(kwargs["docs_key"])
 
 
 def keep_all(resps, docs):
@@ -19,4 +19,5 @@ def keep_all(resps, docs):
 
 def solver_results(doc, results):
     samples = results[0] if results and isinstance(results[0], list) else results
-    return {"acc": lmeval.solver_accuracy(doc, samples)}
+    dataset = get_dataset(doc["dataset"])
+    return {"acc": sum(dataset.check(s, doc["answer"])[1] for s in samples) / max(len(samples), 1)}

@@ -32,11 +32,11 @@ def db(tmp_path) -> str:
 
 
 @pytest.fixture
-def tiny_cfg(db, tiny_model):
+def tiny_cfg(tiny_model):
     from si_bench.evaluation import EvalConfig
 
     return EvalConfig(model="tiny-test", dataset="arith", split="test", limit=6, samples=2, max_new_tokens=8,
-                      n_boot=50, chunk_prompts=2, batch_size=8, db=db)
+                      n_boot=50, chunk_prompts=2, batch_size=8)
 
 
 def run_cli(*args: str, env: dict | None = None, check: bool = False) -> subprocess.CompletedProcess:

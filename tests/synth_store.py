@@ -53,7 +53,7 @@ def make_run(db, run_id="tiny-gsm8k-regenerate-s0-abc", *, model="tiny", dataset
             fast_upsert(con, "runs", [{
                 "run_id": run_id, "model": model, "backend": "hf", "dataset": dataset, "mode": mode,
                 "verifier": verifier, "seed": seed, "config": {"model": model, "seed": seed, "mode": mode},
-                "config_hash": "abc", "status": "done", "rounds_done": int(max(ts)), "git_commit": "x",
+                "config_hash": "abc", "status": "done", "steps_done": int(max(ts)), "git_commit": "x",
                 "versions": {}, "created_at": base, "updated_at": base + timedelta(hours=len(ts)),
             }])
         fast_upsert(con, "prompts", [
@@ -78,7 +78,7 @@ def make_run(db, run_id="tiny-gsm8k-regenerate-s0-abc", *, model="tiny", dataset
             sel = hybrid_best_of_n(scores, nll, n_tokens, 0.5)
             metrics = compute_measures(nll, n_tokens, correct, scores, sel, n_boot=n_boot, seed=0, sigma=0.5)
             when = base + timedelta(hours=k)
-            fast_upsert(con, "checkpoints", [{"checkpoint_id": ck, "run_id": run_id, "round": k, "t": float(t),
+            fast_upsert(con, "checkpoints", [{"checkpoint_id": ck, "run_id": run_id, "step": k, "t": float(t),
                                                 "t_unit": "round", "created_at": when}])
             fast_upsert(con, "generations", [{
                 "gen_id": gen_id, "checkpoint_id": ck, "model": f"{model}@r{k}", "backend": "hf", "dataset": dataset,
@@ -86,7 +86,7 @@ def make_run(db, run_id="tiny-gsm8k-regenerate-s0-abc", *, model="tiny", dataset
             fast_upsert(con, "evaluations", [{
                 "eval_id": eval_id, "gen_id": gen_id, "verifier": verifier, "verifier_key": "vk", "sigma": 0.5,
                 "settings": {}, "status": "done", "timings": {}, "created_at": when, "finished_at": when}])
-            fast_upsert(con, "run_evals", [{"run_id": run_id, "eval_id": eval_id, "round": k, "t": float(t),
+            fast_upsert(con, "run_evals", [{"run_id": run_id, "eval_id": eval_id, "step": k, "t": float(t),
                                              "t_unit": "round", "role": split}])
             fast_upsert(con, "samples", [
                 {"gen_id": gen_id, "prompt_id": f"p{p}", "sample_idx": j, "text": f"s{j}", "answer": "a",

@@ -11,8 +11,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from conftest import run_cli
+
 from si_bench import store
 
 EVALUATE = ["evaluate", "--model", "tiny-test", "--limit", "2", "--samples", "1", "--max-new-tokens", "4",

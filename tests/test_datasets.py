@@ -11,7 +11,6 @@ from si_bench import datasets as ds
 from si_bench.datasets import DATA_DIR, get_dataset, read_jsonl, sample_prompts
 from si_bench.errors import SIBenchError
 
-
 # ---------- GSM8k ----------
 
 def test_gsm8k_reference_solutions_extract_their_own_answer():

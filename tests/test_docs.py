@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from conftest import ROOT
+
 from si_bench.cli import COMMANDS
 
 README = (ROOT / "README.md").read_text()

@@ -268,7 +268,7 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     pd.DataFrame({"x": range(6), "solver_uncertainty": range(6), "verifier_uncertainty": range(6)}).to_csv(p, index=False)
     assert "time column" in _err(["fit", "--trajectory", str(p)])
     assert "unknown group column 'nope'" in _err(["fit", "--trajectory", str(REFERENCE), "--group-by", "nope"])
-    assert "exactly one" in _err(["fit"])
+    assert "store not found" in _err(["fit", "--db", str(tmp_path / "none.duckdb")])
     # the same errors from the Python API
     with pytest.raises(SIBenchError, match="non-finite"):
         fit_trajectory([0, 1, 2, 3], [1, 2, np.inf, 3], [1, 2, 3, 4])

@@ -6,11 +6,11 @@ import shutil
 
 import duckdb
 import pytest
-
 from conftest import run_cli
+from synth_store import make_run
+
 from si_bench import api, store
 from si_bench.errors import SIBenchError
-from synth_store import make_run
 
 TABLES = ("runs", "prompts", "generations", "evaluations", "run_evals", "samples", "verdicts", "picks", "metrics",
           "checkpoints")
@@ -57,12 +57,12 @@ def test_newer_rows_replace_older(pair):
     here, there = pair
     with store.write(here) as con:
         con.execute("UPDATE evaluations SET status = 'running', finished_at = NULL WHERE eval_id LIKE 'run-1%e2'")
-        con.execute("UPDATE runs SET rounds_done = 1, updated_at = updated_at - INTERVAL 1 DAY")
+        con.execute("UPDATE runs SET steps_done = 1, updated_at = updated_at - INTERVAL 1 DAY")
     res = api.import_store(there, here)
     assert res["evaluations"]["updated"] == 1 and res["runs"]["updated"] == 1
     s = store.query(here, "SELECT status FROM evaluations WHERE eval_id LIKE 'run-1%e2'")
     assert list(s.status) == ["done"]
-    assert store.query(here, "SELECT rounds_done FROM runs WHERE run_id = 'run-1'").rounds_done[0] == 2
+    assert store.query(here, "SELECT steps_done FROM runs WHERE run_id = 'run-1'").steps_done[0] == 2
     # the target's newer copy wins the other way round
     assert api.import_store(here, there)["runs"]["updated"] == 0
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import run_cli
+from synth_store import TRUTH, make_run
+
 from si_bench import api, store
 from si_bench.errors import SIBenchError
-from synth_store import TRUTH, make_run
+from si_bench.fit import FitOptions
 
 HOSTILE = "<script>alert(1)</script>"
 
@@ -34,13 +34,13 @@ def db(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fitted(db):
-    return api.fit_store(db, unit="per_token", boot=100, seed=0)
+    return api.fit(db, FitOptions(unit="per_token", n_boot=100, seed=0))
 
 
 @pytest.fixture(scope="module")
 def board(db, tmp_path_factory):
     out = tmp_path_factory.mktemp("board")
-    res = api.leaderboard(db, out, boot=60, seed=0)
+    res = api.leaderboard(db, out, options=FitOptions(n_boot=60))
     return out, res
 
 
@@ -68,7 +68,7 @@ def test_fit_store_writes_and_replaces_fits(db, fitted):
     assert row.run_id == "good-run" and row.split == "test" and row.verifier == "self" and row.r2 > 0.9
     assert json.loads(row.details)["model"] == "org/good-model"
     n = len(fits)
-    api.fit_store(db, unit="per_token", boot=20, seed=1)
+    api.fit(db, FitOptions(unit="per_token", n_boot=20, seed=1))
     again = store.query(db, "SELECT fit_key, law, quantity, count(*) AS n FROM fits WHERE unit = 'per_token' "
                             "GROUP BY ALL")
     assert len(again) == n and (again.n == 1).all()
@@ -79,9 +79,9 @@ def test_fit_store_without_runs(tmp_path):
     with store.write(empty):
         pass
     with pytest.raises(SIBenchError, match="no self-improvement runs in"):
-        api.fit_store(empty)
+        api.fit(empty)
     with pytest.raises(SIBenchError, match="group-by"):
-        api.fit_store(empty, group_by="panel")
+        api.fit(empty, group_by="panel")
 
 
 def test_leaderboard_files(board):
@@ -94,10 +94,10 @@ def test_leaderboard_files(board):
     assert set(rows) == {"good-run", "short-run"}  # the test split of each run
     good, short = rows["good-run"], rows["short-run"]
     assert good["solver_limit_lo"] <= 50 * TRUTH["us_inf"] <= good["solver_limit_hi"]  # total NLL: 50 tokens
-    assert 0 < good["solver_acc_initial"] < good["solver_acc_final"] <= 1
+    assert 0 < good["solver_accuracy_initial"] < good["solver_accuracy_final"] <= 1
     assert good["r2_solver"] > 0.9 and good["best_law"] is not None and good["coupled_skill"] is not None
     assert short["note"] == "too few points to fit" and short["solver_limit"] is None
-    assert short["solver_acc_final"] is not None and short["mode"] == "fixed"
+    assert short["solver_accuracy_final"] is not None and short["mode"] == "fixed"
     csv = pd.read_csv(out / "leaderboard.csv")
     assert list(csv.run_id) == [r["run_id"] for r in j["rows"]]
     md = (out / "leaderboard.md").read_text()

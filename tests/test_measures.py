@@ -70,7 +70,7 @@ def test_pass_at_k_measures_and_default_ks():
     assert m["pass@1"].value == pytest.approx((0.25 + 0.5 + 0) / 3)
     assert m["pass@2"].value == pytest.approx((0.5 + 5 / 6 + 0) / 3)
     assert m["pass@4"].value == pytest.approx(2 / 3)
-    assert m["pass@1"].value == pytest.approx(m["solver_acc"].value)
+    assert m["pass@1"].value == pytest.approx(m["solver_accuracy"].value)
     z6 = np.ones((1, 6))
     m6 = compute_measures(z6, z6, np.zeros((1, 6), bool), n_boot=10)
     assert [k for k in m6 if k.startswith("pass@")] == ["pass@1", "pass@2", "pass@4", "pass@6"]
@@ -202,15 +202,15 @@ def test_gap_is_solver_minus_verifier():
     correct = np.array([[0, 1], [1, 0]], dtype=bool)
     sel = Selection(index=np.array([1, 0]), fallback=np.array([False, True]), score=np.array([0.9, 0.3]))
     m = compute_measures(nll, n_tok, correct, selection=sel, n_boot=300)
-    assert m["solver_nll"].value == pytest.approx(27.5)
-    assert m["verifier_nll"].value == pytest.approx(25.0)
+    assert m["solver_uncertainty"].value == pytest.approx(27.5)
+    assert m["verifier_uncertainty"].value == pytest.approx(25.0)
     assert m["gap"].value == pytest.approx(2.5)
-    assert m["solver_nll_per_token"].value == pytest.approx(2.0)
-    assert m["verifier_nll_per_token"].value == pytest.approx(2.5)
+    assert m["solver_uncertainty_per_token"].value == pytest.approx(2.0)
+    assert m["verifier_uncertainty_per_token"].value == pytest.approx(2.5)
     assert m["gap_per_token"].value == pytest.approx(-0.5)
-    assert m["solver_len"].value == pytest.approx(13.75)
-    assert m["verifier_len"].value == pytest.approx(10.0)
-    assert m["verifier_acc"].value == 1.0 and m["solver_acc"].value == 0.5
+    assert m["solver_length"].value == pytest.approx(13.75)
+    assert m["verifier_length"].value == pytest.approx(10.0)
+    assert m["verifier_accuracy"].value == 1.0 and m["solver_accuracy"].value == 0.5
     assert m["fallback_rate"].value == 0.5
     for name in ("auroc", "brier", "ece", "relative_gap"):
         assert name not in m  # no scores given
@@ -222,9 +222,9 @@ def test_verifier_from_scores_with_fallback():
     correct = np.array([[1, 0], [0, 1]], dtype=bool)
     scores = np.array([[0.9, 0.9], [0.1, 0.2]])  # prompt 0: both pass -> 0; prompt 1: fallback -> 1
     m = compute_measures(nll, n_tok, correct, scores, n_boot=300)
-    assert m["verifier_nll"].value == pytest.approx((10 + 50) / 2)
-    assert m["gap"].value == pytest.approx(m["solver_nll"].value - m["verifier_nll"].value)
-    assert m["verifier_acc"].value == 1.0
+    assert m["verifier_uncertainty"].value == pytest.approx((10 + 50) / 2)
+    assert m["gap"].value == pytest.approx(m["solver_uncertainty"].value - m["verifier_uncertainty"].value)
+    assert m["verifier_accuracy"].value == 1.0
     assert m["fallback_rate"].value == 0.5
     same = compute_measures(nll, n_tok, correct, scores, hybrid_best_of_n(scores, nll, n_tok), n_boot=300)
     assert same == m
@@ -234,17 +234,17 @@ def test_no_verifier_measures_without_scores():
     nll, n_tok, correct, _ = _random_case(P=5, N=3)
     m = compute_measures(nll, n_tok, correct, n_boot=50)
     assert not any(k.startswith("verifier") or k.startswith("gap") or k == "fallback_rate" for k in m)
-    assert {"solver_acc", "solver_nll", "solver_nll_per_token", "solver_len"} <= set(m)
+    assert {"solver_accuracy", "solver_uncertainty", "solver_uncertainty_per_token", "solver_length"} <= set(m)
 
 
 def test_zero_token_candidates_skip_per_token_nll():
     nll = np.array([[0.0, 10.0], [0.0, 0.0]])
     n_tok = np.array([[0, 5], [0, 0]])
     m = compute_measures(nll, n_tok, np.zeros((2, 2), bool), np.full((2, 2), 0.9), n_boot=50)
-    assert m["solver_nll_per_token"].value == pytest.approx(2.0)
-    assert m["solver_nll_per_token"].n == 1
+    assert m["solver_uncertainty_per_token"].value == pytest.approx(2.0)
+    assert m["solver_uncertainty_per_token"].n == 1
     m = compute_measures(np.zeros((1, 2)), np.zeros((1, 2)), np.zeros((1, 2), bool), np.full((1, 2), 0.9))
-    assert m["solver_nll_per_token"].value is None
+    assert m["solver_uncertainty_per_token"].value is None
     assert m["gap_per_token"].value is None and m["gap_per_token"].reason
 
 
@@ -258,7 +258,7 @@ def test_cis_contain_point_are_floats_and_deterministic():
     b = compute_measures(nll, n_tok, correct, scores, answers=answers, n_boot=400, seed=7)
     c = compute_measures(nll, n_tok, correct, scores, answers=answers, n_boot=400, seed=8)
     assert a == b
-    assert a["solver_nll"].ci_low != c["solver_nll"].ci_low
+    assert a["solver_uncertainty"].ci_low != c["solver_uncertainty"].ci_low
     for name, m in a.items():
         assert isinstance(m, Measure)
         assert type(m.value) is float and type(m.ci_low) is float and type(m.ci_high) is float, name
@@ -274,8 +274,8 @@ def test_ci_is_percentile_of_prompt_resamples():
     idx = np.random.default_rng(4).integers(0, 30, size=(500, 30))
     reps = correct.mean(axis=1)[idx].mean(axis=1)
     lo, hi = np.percentile(reps, [2.5, 97.5])
-    assert m["solver_acc"].ci_low == pytest.approx(lo)
-    assert m["solver_acc"].ci_high == pytest.approx(hi)
+    assert m["solver_accuracy"].ci_low == pytest.approx(lo)
+    assert m["solver_accuracy"].ci_high == pytest.approx(hi)
 
 
 def test_gap_ci_is_paired():
@@ -288,7 +288,7 @@ def test_gap_ci_is_paired():
     m = compute_measures(nll, np.ones((P, 2)), np.zeros((P, 2), bool), selection=sel, n_boot=300)
     assert m["gap"].value == pytest.approx(5.0)
     assert m["gap"].ci_low == pytest.approx(5.0) and m["gap"].ci_high == pytest.approx(5.0)
-    assert m["solver_nll"].ci_high - m["solver_nll"].ci_low > 1.0
+    assert m["solver_uncertainty"].ci_high - m["solver_uncertainty"].ci_low > 1.0
 
 
 def test_one_prompt_has_no_ci():

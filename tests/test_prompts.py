@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 
 from si_bench import lmeval
-from si_bench.backends import LogprobHFLM, SampledText, load_lm
+from si_bench.backends import load_lm
 from si_bench.datasets import get_dataset
 from si_bench.evaluation import EvalConfig, fewshot_pool, select_prompts
+from si_bench.hf_backend import LogprobHFLM
+from si_bench.sampling import SampledText
 from si_bench.verify import get_verifier, score_candidates
 
 

@@ -22,7 +22,8 @@ def _app() -> typer.Typer:
 
         return app
     except Exception:
-        from si_bench.cli import fit, simulate as sim
+        from si_bench.cli import fit
+        from si_bench.cli import simulate as sim
 
         app = typer.Typer(pretty_exceptions_enable=False)
         app.command("fit")(fit.command)

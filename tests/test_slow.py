@@ -11,11 +11,11 @@ def test_smollm2_has_a_learning_signal_on_arith(db):
     from si_bench.evaluation import EvalConfig, evaluate
 
     result = evaluate(EvalConfig(model="smollm2-135m", dataset="arith", limit=16, samples=4, max_new_tokens=32,
-                                 n_boot=200, db=db))
+                                 n_boot=200), db=db)
     m = result.metrics
-    assert 0.05 < m["solver_acc"].value < 0.95  # neither hopeless nor saturated: room to improve
-    assert m["pass@4"].value >= m["solver_acc"].value
-    assert 1 < m["solver_nll"].value < 200
+    assert 0.05 < m["solver_accuracy"].value < 0.95  # neither hopeless nor saturated: room to improve
+    assert m["pass@4"].value >= m["solver_accuracy"].value
+    assert 1 < m["solver_uncertainty"].value < 200
     assert m["auroc"].value is not None
 
 

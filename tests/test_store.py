@@ -24,8 +24,8 @@ def test_previous_version_migrates_and_keeps_rows(tmp_path):
     with store.write(db) as con:
         versions = [r[0] for r in con.execute("SELECT version FROM schema_version ORDER BY 1").fetchall()]
         assert versions == list(range(1, store.SCHEMA_VERSION + 1))
-        assert con.execute("SELECT run_id, rounds_done, external_used FROM runs").fetchall() == [("old-run", 3, 0)]
-        con.execute("INSERT INTO training_data (run_id, round, prompt_id, source) VALUES ('old-run', 1, 'p', 'self')")
+        assert con.execute("SELECT run_id, steps_done, external_used FROM runs").fetchall() == [("old-run", 3, 0)]
+        con.execute("INSERT INTO training_data (run_id, step, prompt_id, source) VALUES ('old-run', 1, 'p', 'self')")
     frame = store.query(db, "SELECT * FROM summary")
     assert "gap_per_token" in frame.columns
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 
 import pytest
-
 from conftest import run_cli, table_rows
+
 from si_bench import faults, store
 from si_bench.api import run, train_round
 from si_bench.trainers.config import SelfImproveConfig
@@ -20,8 +19,8 @@ COMPARED = {
     "samples": "gen_id, prompt_id, sample_idx",
     "verdicts": "gen_id, prompt_id, sample_idx",
     "picks": "eval_id, prompt_id",
-    "training_data": "run_id, round, prompt_id",
-    "run_evals": "run_id, eval_id",
+    "training_data": "run_id, step, prompt_id",
+    "run_evals": "run_id, step, eval_id",
 }
 
 
@@ -31,7 +30,7 @@ def snapshot(db: str) -> dict:
     # Verdicts' raw log-likelihoods differ in the last bits with batch composition; their scores are compared.
     out["verdicts"] = [row[:5] for row in out["verdicts"]]
     out["checkpoints"] = store.query(
-        db, "SELECT round, t, weights_hash, data_hash FROM checkpoints WHERE run_id IS NOT NULL ORDER BY round"
+        db, "SELECT step, t, weights_hash, data_hash FROM checkpoints WHERE run_id IS NOT NULL ORDER BY step"
     ).values.tolist()
     return out
 
@@ -54,11 +53,12 @@ def test_two_regenerate_rounds(reference):
     assert points[points.role == "test"].t.tolist() == [0.0, 1.0, 2.0]
     assert points[points.role == "train"].t.tolist() == [0.0, 1.0]  # the picks of rounds 1 and 2
     assert set(points.t_unit) == {"round"}
-    ckpt = store.query(db, "SELECT round, t, parent_id, path FROM checkpoints WHERE run_id = ? ORDER BY round", [run_id])
-    assert ckpt["round"].tolist() == [1, 2] and ckpt.t.tolist() == [1.0, 2.0]
+    ckpt = store.query(db, "SELECT step, t, parent_id, path FROM checkpoints WHERE run_id = ? ORDER BY step",
+                       [run_id])
+    assert ckpt["step"].tolist() == [1, 2] and ckpt.t.tolist() == [1.0, 2.0]
     assert ckpt.parent_id.nunique() == 2
     assert store.query(db, "SELECT count(*) AS n FROM training_data WHERE run_id = ?", [run_id]).n[0] == 2 * 6
-    runs = store.query(db, "SELECT status, rounds_done, mode FROM runs")
+    runs = store.query(db, "SELECT status, steps_done, mode FROM runs")
     assert runs.values.tolist() == [["done", 2, "regenerate"]]
 
 
@@ -88,7 +88,7 @@ def test_fixed_mode_measures_every_half_epoch(tmp_path, tiny_model):
     assert points[points.role == "test"].t.tolist() == [0.0, 0.5, 1.0]
     assert points[points.role == "train"].t.tolist() == [0.0]  # picks made once, from the base model
     assert set(points.t_unit) == {"epoch"}
-    assert store.query(db, "SELECT DISTINCT round FROM training_data").values.tolist() == [[0]]
+    assert store.query(db, "SELECT DISTINCT step FROM training_data").values.tolist() == [[0]]
     assert store.query(db, "SELECT count(*) AS n FROM checkpoints WHERE run_id = ?", [run_id]).n[0] == 2
 
 
@@ -142,13 +142,13 @@ def test_external_data_follows_budget_and_ignores_correctness(tmp_path, tiny_mod
     db = str(tmp_path / "si.duckdb")
     cfg = SelfImproveConfig(**{**TINY, "external": "ground-truth", "budget": 5, "allocation": "0.6,0.4"})
     [run_id] = run(cfg, db=db, workdir=str(tmp_path / "runs"), log=quiet)
-    used = store.query(db, """SELECT round, list(prompt_id ORDER BY prompt_id) AS ids FROM training_data
-                              WHERE source = 'external' GROUP BY round ORDER BY round""")
+    used = store.query(db, """SELECT step, list(prompt_id ORDER BY prompt_id) AS ids FROM training_data
+                              WHERE source = 'external' GROUP BY step ORDER BY step""")
     assert [len(ids) for ids in used.ids] == [3, 2]
     assert store.query(db, "SELECT external_used FROM runs").external_used[0] == 5
     train_ids = store.query(db, "SELECT DISTINCT prompt_id FROM training_data ORDER BY 1").prompt_id.tolist()
     # The choice is a function of prompt ids, seed and round only: correctness cannot enter it.
-    for round_, ids in zip(used["round"], used.ids):
+    for round_, ids in zip(used["step"], used.ids):
         assert list(ids) == choose_prompts(train_ids, len(ids), cfg.seed, int(round_))
     references = store.query(db, """SELECT d.completion, p.reference FROM training_data d
                                     JOIN prompts p ON p.prompt_id = d.prompt_id AND p.split = 'train'
@@ -180,7 +180,7 @@ def test_vanished_checkpoint_is_a_clear_error(reference, tmp_path):
     src_db, run_id, _ = reference
     db = str(tmp_path / "copy.duckdb")
     shutil.copy(src_db, db)
-    path = store.query(db, "SELECT path FROM checkpoints WHERE run_id = ? AND round = 2", [run_id]).path[0]
+    path = store.query(db, "SELECT path FROM checkpoints WHERE run_id = ? AND step = 2", [run_id]).path[0]
     moved = tmp_path / "moved"
     shutil.move(path, moved)
     try:

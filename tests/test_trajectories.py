@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from synth_store import TOKENS, law, make_run
 
 from si_bench import store
 from si_bench.errors import SIBenchError
 from si_bench.trajectories import combine_replicates, load_trajectories, trajectories_frame
-from synth_store import TOKENS, law, make_run
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +31,12 @@ def test_one_trajectory_per_run_split_ordered_by_t(two_runs):
     assert a.key == "run-a|gsm8k|test|self|total"
     assert list(a.t) == [0, 1, 2, 3, 4, 5] and a.t_unit == "round" and a.mode == "regenerate"
     assert a.model == "tiny" and a.verifier == "self" and a.n_points == 6 and a.n_prompts_shared == 40
-    s = store.query(two_runs, "SELECT U_s, U_v, solver_acc FROM summary WHERE run_id = 'run-a' AND split = 'test' "
+    s = store.query(two_runs, "SELECT solver_uncertainty, verifier_uncertainty, solver_accuracy FROM summary WHERE run_id = 'run-a' AND split = 'test' "
                               "ORDER BY t")
-    np.testing.assert_allclose(a.solver, s["U_s"])
-    np.testing.assert_allclose(a.verifier_u, s["U_v"])
-    np.testing.assert_allclose(a.solver_acc, s["solver_acc"])
-    assert np.all(np.diff(a.solver) < 0) and np.all(a.solver > a.verifier_u)
+    np.testing.assert_allclose(a.solver_uncertainty, s["solver_uncertainty"])
+    np.testing.assert_allclose(a.verifier_uncertainty, s["verifier_uncertainty"])
+    np.testing.assert_allclose(a.solver_accuracy, s["solver_accuracy"])
+    assert np.all(np.diff(a.solver_uncertainty) < 0) and np.all(a.solver_uncertainty > a.verifier_uncertainty)
     c = next(tr for tr in trajs if tr.run_id == "run-c")
     assert c.mode == "fixed" and c.n_points == 3
 
@@ -45,7 +45,7 @@ def test_per_token_unit_matches_the_law(two_runs):
     a = next(tr for tr in load_trajectories(two_runs, unit="per_token") if tr.key.startswith("run-a|gsm8k|test"))
     us, uv = law(a.t)
     assert a.unit == "per_token" and a.key.endswith("|per_token")
-    assert np.max(np.abs(a.solver - us)) < 0.2 and np.max(np.abs(a.verifier_u - uv)) < 0.2
+    assert np.max(np.abs(a.solver_uncertainty - us)) < 0.2 and np.max(np.abs(a.verifier_uncertainty - uv)) < 0.2
     with pytest.raises(SIBenchError, match="unit"):
         load_trajectories(two_runs, unit="bits")
 
@@ -55,7 +55,7 @@ def test_replicates_resample_prompts_paired_over_t(two_runs):
     reps = a.replicates(300, seed=1)
     assert reps.shape == (300, 6, 2) and np.isfinite(reps).all()
     np.testing.assert_array_equal(reps, a.replicates(300, seed=1))  # seeded
-    np.testing.assert_allclose(reps.mean(axis=0)[:, 0], a.solver, atol=3 * reps.std(axis=0)[:, 0].max() / 10)
+    np.testing.assert_allclose(reps.mean(axis=0)[:, 0], a.solver_uncertainty, atol=3 * reps.std(axis=0)[:, 0].max() / 10)
     sd = reps.std(axis=0)
     assert np.all(sd > 0) and np.all(sd[:, 0] < 0.1 * TOKENS)
     # the same prompts at every t: replicate deviations are strongly correlated over time
@@ -72,7 +72,7 @@ def test_only_shared_prompts_and_external_picks_skipped(tmp_path):
     assert tr._prompt_v.shape == (6, 11) and np.isnan(tr._prompt_v).sum() > 0  # external picks: no U_v
     reps = tr.replicates(100, seed=0)
     assert np.isfinite(reps).all()
-    assert abs(reps[:, :, 1].mean() - tr.verifier_u.mean()) < 0.05 * TOKENS
+    assert abs(reps[:, :, 1].mean() - tr.verifier_uncertainty.mean()) < 0.05 * TOKENS
 
 
 def test_combine_seed_replicates(two_runs):
@@ -83,18 +83,18 @@ def test_combine_seed_replicates(two_runs):
     m = means[0]
     a, b = (next(tr for tr in trajs if tr.run_id == r) for r in ("run-a", "run-b"))
     assert m.runs == ["run-a", "run-b"] and m.run_id == "mean(run-a,run-b)"
-    np.testing.assert_allclose(m.solver, (a.solver + b.solver) / 2)
+    np.testing.assert_allclose(m.solver_uncertainty, (a.solver_uncertainty + b.solver_uncertainty) / 2)
     reps = m.replicates(200, seed=0)
     assert reps.shape == (200, 6, 2)
     # every replicate is a mean of the two runs' series drawn with replacement
-    options = np.stack([a.solver, (a.solver + b.solver) / 2, b.solver])
+    options = np.stack([a.solver_uncertainty, (a.solver_uncertainty + b.solver_uncertainty) / 2, b.solver_uncertainty])
     assert all(np.any(np.all(np.isclose(options, r[:, 0]), axis=1)) for r in reps)
 
 
 def test_long_frame(two_runs):
     f = trajectories_frame(two_runs)
     assert {"run_id", "model", "dataset", "split", "t", "series", "value"} <= set(f.columns)
-    assert set(f["series"]) == {"solver", "verifier", "gap", "solver_acc", "verifier_acc"}
+    assert set(f["series"]) == {"solver", "verifier", "gap", "solver_accuracy", "verifier_accuracy"}
     sub = f[(f.run_id == "run-a") & (f.split == "test") & (f.series == "solver")]
     assert list(sub.t) == [0, 1, 2, 3, 4, 5]
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import table_rows
 
 FAKE = Path(__file__).parent / "fake_vllm"
@@ -41,22 +40,23 @@ def _forget_vllm():
         model_registry._objs.pop("si-vllm", None)  # noqa: SLF001
 
 
-def test_vllm_backend_end_to_end(fake_vllm, tiny_cfg, tiny_model):
+def test_vllm_backend_end_to_end(fake_vllm, db, tiny_cfg, tiny_model):
+    import dataclasses
+
     from transformers import AutoModelForCausalLM
 
     from si_bench.backends import load_lm
-    from si_bench.evaluation import evaluate, fewshot_pool
     from si_bench.datasets import get_dataset
+    from si_bench.evaluation import evaluate, fewshot_pool
     from si_bench.verify import get_verifier, score_candidates
 
-    cfg = tiny_cfg
-    cfg.backend = "vllm"
-    result = evaluate(cfg)
+    cfg = dataclasses.replace(tiny_cfg, backend="vllm")
+    result = evaluate(cfg, db=db)
     P, N = 6, 2
-    samples = table_rows(cfg.db, "samples", "prompt_id, sample_idx")
-    verdicts = table_rows(cfg.db, "verdicts", "prompt_id, sample_idx")
+    samples = table_rows(db, "samples", "prompt_id, sample_idx")
+    verdicts = table_rows(db, "verdicts", "prompt_id, sample_idx")
     assert len(samples) == P * N and len(verdicts) == P * N and result.generated == P * N
-    assert len(table_rows(cfg.db, "picks", "prompt_id")) == P
+    assert len(table_rows(db, "picks", "prompt_id")) == P
 
     # The real code path: one LLM, generate() calls with n=N (one vLLM request per prompt, not N).
     calls = fake_vllm.CALLS

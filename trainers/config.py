@@ -1,107 +1,72 @@
-"""`SelfImproveConfig`: every setting of a self-improvement run, documented once.
+"""`SelfImproveConfig`: every setting of a self-improvement run, documented once (as trl puts a config
+dataclass beside each trainer).
 
-The run id is a hash of this configuration, so the same command resumes the same run and any
-changed setting starts a different one. Settings the paper leaves open are fields here and are
-recorded with the run.
+The run id is a hash of this configuration, so the same command resumes the same run and any changed
+setting starts a different one. Settings the paper leaves open are fields here and are recorded with
+the run. Sampling and verification settings are `SamplingConfig`'s, shared with `evaluate`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 
 from si_bench.errors import SIBenchError
+from si_bench.evaluation import EvalConfig, SamplingConfig
+from si_bench.options import Options, differs, option
 
 MODES = ("regenerate", "fixed")
 ALLOCATIONS = ("early", "uniform", "late")
+RETIRED_FIELDS = ("extra",)  # in configs stored by earlier versions; never part of a run id
 
 
 @dataclass
-class SelfImproveConfig:
+class SelfImproveConfig(SamplingConfig):
     """Settings of one run. The defaults are the embedded demo (smollm2-135m on arith), sized to finish in
-    about 15 minutes on a 2-core CPU: a zero-shot verifier prompt (prompt encoding dominates CPU cost, and
-    at 135M parameters the few-shot verifier was no better in our measurement), short answers, 3 rounds.
+    about 15 minutes on a 2-core CPU."""
 
-    Args:
-        model: the starting model (preset, directory or hub id).
-        dataset, verifier: as in `evaluate` (the verifier picks the training data).
-        mode: `regenerate` (new candidates and picks every round; t counts rounds) or `fixed` (picks made once
-            from the base model, then `rounds` epochs over them, measured every half epoch; t counts epochs).
-        rounds: rounds (regenerate) or epochs (fixed).
-        samples, sigma: N candidates per prompt and the verifier threshold of the best-of-N pick.
-        train_prompts: training prompts (a seeded sample of the train split, the same every round).
-        test_limit: test prompts measured at t=0, every `eval_every` rounds and at the last round.
-        eval_every: measure the test split every this many rounds (the last round is always measured).
-        external, budget, allocation: cross-improvement. `external` is `ground-truth` or a model spec whose
-            best-of-N pick is used; `budget` external items in total, spread over rounds by `allocation`
-            (`early`, `uniform`, `late` or comma-separated shares summing to 1).
-        lora: LoRA fine-tuning (default) or full fine-tuning; lora_r, lora_alpha, learning_rate, epochs_per_round,
-            train_batch_size, grad_accum: SFT settings (the paper's are not public).
-        keep_checkpoints: `all` or `last`.
-        batch_size, n_boot, chunk_prompts: generation batch, bootstrap replicates, prompts per stored chunk
-            (these change no number and stay out of the run id).
-    """
+    verifier_shots: int = differs(0, "prompt encoding dominates CPU cost, and at 135M parameters the 2-shot "
+                                     "verifier measured no better than zero-shot")
+    max_new_tokens: int | None = differs(24, "arith answers are short, and one long sample holds up its batch")
+    mode: str = option("regenerate", "regenerate (new picks every round; t counts rounds) or fixed (picks made "
+                                     "once from the base model, then --rounds epochs over them, measured every "
+                                     "half epoch; t counts epochs).", choices=MODES)
+    rounds: int = option(3, "Rounds (regenerate) or epochs (fixed).", min=1)
+    train_prompts: int = option(32, "Training prompts (a seeded sample of the train split, the same every round).",
+                                min=1)
+    test_limit: int = option(48, "Test prompts, measured at t=0, every --eval-every rounds and at the end.", min=1)
+    eval_every: int = option(1, "Measure the test split every this many rounds (the last is always measured).",
+                             min=1)
+    external: str | None = option(None, "Cross-improvement source: ground-truth, or a model whose best-of-N "
+                                        "picks are used.")
+    budget: int = option(0, "External items in total (cross-improvement).", min=0)
+    allocation: str = option("uniform", "How the budget is spread over rounds: early, uniform, late or "
+                                        "comma-separated shares per round.")
+    lora: bool = option(True, "LoRA fine-tuning (default) or full fine-tuning.", flag="--lora/--full-finetune")
+    lora_r: int = option(16, "LoRA rank.", min=1)
+    lora_alpha: int | None = option(None, "LoRA alpha (default: twice the rank).", above=0)
+    learning_rate: float = option(5e-4, "SFT learning rate.", above=0)
+    epochs_per_round: float = option(2.0, "SFT epochs over a round's picks (regenerate mode).", above=0)
+    train_batch_size: int = option(4, "SFT batch size.", min=1)
+    grad_accum: int = option(1, "SFT gradient accumulation steps.", min=1)
+    keep_checkpoints: str = option("all", "Keep all checkpoints or only the last.", choices=("all", "last"),
+                                   in_id=False)
 
-    model: str = "smollm2-135m"
-    dataset: str = "arith"
-    verifier: str = "tf"
-    mode: str = "regenerate"
-    rounds: int = 3
-    samples: int = 4
-    sigma: float = 0.5
-    train_prompts: int = 32
-    test_limit: int = 48
-    eval_every: int = 1
-    num_fewshot: int = 3
-    verifier_shots: int = 0
-    apply_chat_template: bool = False
-    max_new_tokens: int | None = 24
-    batch_size: int = 32
-    backend: str = "hf"
-    seed: int = 0
-    external: str | None = None
-    budget: int = 0
-    allocation: str = "uniform"
-    lora: bool = True
-    lora_r: int = 16
-    lora_alpha: int = 32
-    learning_rate: float = 5e-4
-    epochs_per_round: float = 2.0
-    train_batch_size: int = 4
-    grad_accum: int = 1
-    keep_checkpoints: str = "all"
-    n_boot: int = 1000
-    chunk_prompts: int = 8
-    extra: dict = field(default_factory=dict)
-
-    # Settings that do not change any number: they stay out of the run id.
-    _NOT_HASHED = ("keep_checkpoints", "batch_size", "n_boot", "chunk_prompts", "extra")
-
-    def validate(self) -> None:
-        from si_bench.datasets import get_dataset
-        from si_bench.verify import get_verifier
-
-        get_dataset(self.dataset)
-        get_verifier(self.verifier)
-        if self.mode not in MODES:
-            raise SIBenchError(f"unknown mode {self.mode!r} (choose from {', '.join(MODES)})")
-        if self.rounds < 1:
-            raise SIBenchError("--rounds must be at least 1")
-        if self.keep_checkpoints not in ("all", "last"):
-            raise SIBenchError("--keep-checkpoints must be all or last")
+    def check(self) -> None:
         if self.external and self.mode == "fixed":
             raise SIBenchError("cross-improvement (--external) applies to regenerate mode only")
-        if self.budget < 0:
-            raise SIBenchError("--budget must be >= 0")
         if self.budget and not self.external:
             raise SIBenchError("--budget needs --external (ground-truth or a model)")
         if self.external:
-            self.shares()  # validates the allocation
-        if not 0 <= self.sigma <= 1:
-            raise SIBenchError(f"--sigma must lie in [0, 1], got {self.sigma}")
+            self.shares()
+
+    @property
+    def effective_lora_alpha(self) -> int:
+        return self.lora_alpha if self.lora_alpha is not None else 2 * self.lora_r
 
     def shares(self) -> list[float]:
+        """The external budget's share per round."""
         k = self.rounds
         if self.allocation == "early":
             return [1.0] + [0.0] * (k - 1)
@@ -117,15 +82,23 @@ class SelfImproveConfig:
             ) from None
         if len(shares) != k:
             raise SIBenchError(f"--allocation has {len(shares)} shares for {k} rounds")
-        if any(s < 0 for s in shares) or abs(sum(shares) - 1) > 1e-6:
+        if any(not s >= 0 for s in shares) or abs(sum(shares) - 1) > 1e-6:
             raise SIBenchError(f"--allocation shares must be >= 0 and sum to 1 (they sum to {sum(shares):g})")
         return shares
+
+    def eval_config(self, split: str, limit: int | None) -> EvalConfig:
+        """The evaluation of one of this run's checkpoints: the shared settings, a split and its size."""
+        shared = {f.name: getattr(self, f.name) for f in fields(SamplingConfig)}
+        return EvalConfig(**shared, split=split, limit=limit)
 
     def hashed(self) -> dict:
         """The settings in the run id. `rounds` is left out unless an external budget is spread over them, so
         the same command with more rounds (or `train-round`) continues a run."""
-        skip = set(self._NOT_HASHED) | (set() if self.external else {"rounds"})
-        return {k: v for k, v in asdict(self).items() if k not in skip}
+        out = self.identity()
+        out["lora_alpha"] = self.effective_lora_alpha
+        if not self.external:
+            out.pop("rounds")
+        return out
 
     @property
     def config_hash(self) -> str:
@@ -136,6 +109,47 @@ class SelfImproveConfig:
         name = self.model.rstrip("/").split("/")[-1]
         return f"{name}-{self.dataset}-{self.mode}-s{self.seed}-{self.config_hash}"
 
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
     @classmethod
     def from_json(cls, text: str) -> "SelfImproveConfig":
-        return cls(**json.loads(text))
+        stored = json.loads(text)
+        for name in RETIRED_FIELDS:
+            stored.pop(name, None)
+        return cls(**stored)
+
+
+@dataclass
+class RunPlacement(Options):
+    """Where a run's checkpoints go (not part of the run: a moved workdir is the same run)."""
+
+    workdir: str | None = option(None, "Where checkpoints go (default: si-bench-runs/ beside the store).")
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise SIBenchError(f"--seeds must be comma-separated integers, got {text!r}") from None
+    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise SIBenchError(f"--seeds must be distinct integers >= 0, got {text!r}")
+    return seeds
+
+
+@dataclass
+class Replicates(Options):
+    """Replicate runs of one configuration, one per seed."""
+
+    seeds: str | None = option(None, "Comma-separated seeds: replicate runs (overrides --seed); fit pools them.",
+                               check=parse_seeds)
+
+    def seed_list(self) -> list[int] | None:
+        return parse_seeds(self.seeds) if self.seeds else None
+
+
+@dataclass
+class RunRef(Options):
+    """An existing run."""
+
+    run: str = option(help="Run id (see `si-bench runs`).")

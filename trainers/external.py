@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Callable
+from dataclasses import replace
+from typing import Any, Callable
 
 from si_bench.datasets import Prompt
 from si_bench.errors import SIBenchError
+from si_bench.evaluation import Evaluation
 
 
 def per_round_counts(shares: list[float], budget: int) -> list[int]:
@@ -48,10 +50,14 @@ def ground_truth(prompts: list[Prompt], **_: object) -> dict[str, str]:
 SOURCES: dict[str, Callable[..., dict[str, str]]] = {"ground-truth": ground_truth}
 
 
+def model_picks(spec: str, prompts: list[Prompt], *, cfg: Any, db: str, progress: Any = None) -> dict[str, str]:
+    """Another model's best-of-N picks on the training prompts (an external source), stored as its evaluation."""
+    ecfg = replace(cfg.eval_config("train", None), model=spec)
+    return Evaluation(ecfg, db=db, prompts=prompts, progress=progress).run().picks
+
+
 def source_for(spec: str) -> Callable[..., dict[str, str]]:
     """`ground-truth`, or any model spec: that model's own best-of-N picks."""
     if spec in SOURCES:
         return SOURCES[spec]
-    from si_bench.trainers.rounds import model_picks
-
     return lambda prompts, **kw: model_picks(spec, prompts, **kw)

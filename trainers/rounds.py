@@ -14,14 +14,14 @@ import random
 import shutil
 import subprocess
 import time
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from si_bench import faults, store
 from si_bench.datasets import Prompt, get_dataset, sample_prompts
 from si_bench.errors import SIBenchError
-from si_bench.evaluation import EvalConfig, Evaluation, EvalResult, fewshot_pool
+from si_bench.evaluation import EvalResult, Evaluation, RunLink, fewshot_pool
 from si_bench.models import ModelRef, resolve_model
 from si_bench.trainers.config import SelfImproveConfig
 from si_bench.trainers.external import check_budget, choose_prompts, source_for
@@ -47,20 +47,19 @@ def _git_commit() -> str | None:
         return None
 
 
-def eval_config(cfg: SelfImproveConfig, db: str, split: str, limit: int | None) -> EvalConfig:
-    return EvalConfig(
-        model=cfg.model, dataset=cfg.dataset, split=split, limit=limit, samples=cfg.samples, verifier=cfg.verifier,
-        sigma=cfg.sigma, num_fewshot=cfg.num_fewshot, verifier_shots=cfg.verifier_shots,
-        apply_chat_template=cfg.apply_chat_template, backend=cfg.backend, batch_size=cfg.batch_size,
-        max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, n_boot=cfg.n_boot, chunk_prompts=cfg.chunk_prompts, db=db,
-    )
+@dataclass(frozen=True)
+class Checkpoint:
+    """A step of a run: its id (lineage: run, step, parent and weights) and the model it loads."""
+
+    step: int
+    checkpoint_id: str
+    model: ModelRef
 
 
-def model_picks(spec: str, prompts: list[Prompt], *, cfg: SelfImproveConfig, db: str, progress: Any = None) -> dict[str, str]:
-    """Another model's best-of-N picks on the training prompts (an external source), stored as its evaluation."""
-    ecfg = replace(eval_config(cfg, db, "train", None), model=spec)
-    result = Evaluation(ecfg, prompts=prompts, progress=progress).run()
-    return result.picks
+def lineage_id(run_id: str, step: int, parent_id: str, weights: str) -> str:
+    """Two steps with identical weights are still two checkpoints, each with its own parent."""
+    blob = json.dumps({"run": run_id, "step": step, "parent": parent_id, "weights": weights}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 class SelfImproveRun:
@@ -68,7 +67,6 @@ class SelfImproveRun:
 
     def __init__(self, cfg: SelfImproveConfig, db: str = store.DEFAULT_DB, workdir: str | None = None,
                  progress: Any = None, log: Any = print):
-        cfg.validate()
         self.cfg, self.db, self.progress, self.log = cfg, db, progress, log
         self.run_id = cfg.run_id
         self.workdir = Path(workdir or Path(db).resolve().parent / "si-bench-runs") / self.run_id
@@ -99,13 +97,13 @@ class SelfImproveRun:
             exists = con.execute("SELECT 1 FROM runs WHERE run_id = ?", [self.run_id]).fetchall()
             if exists:
                 con.execute("UPDATE runs SET config = ?, updated_at = now() WHERE run_id = ?",
-                            [json.dumps(self.cfg.__dict__, sort_keys=True), self.run_id])
+                            [self.cfg.to_json(), self.run_id])
                 return
             store.upsert(con, "runs", [{
                 "run_id": self.run_id, "model": self.cfg.model, "backend": self.cfg.backend,
                 "dataset": self.cfg.dataset, "mode": self.cfg.mode, "verifier": self.cfg.verifier,
-                "seed": self.cfg.seed, "config": self.cfg.__dict__, "config_hash": self.cfg.config_hash,
-                "status": "running", "rounds_done": 0, "git_commit": _git_commit(), "versions": _versions(),
+                "seed": self.cfg.seed, "config": self.cfg.to_json(), "config_hash": self.cfg.config_hash,
+                "status": "running", "steps_done": 0, "git_commit": _git_commit(), "versions": _versions(),
                 "created_at": _now(), "updated_at": _now(), "external_used": 0,
             }])
 
@@ -119,38 +117,43 @@ class SelfImproveRun:
     def t_unit(self) -> str:
         return "epoch" if self.cfg.mode == "fixed" else "round"
 
-    def checkpoint(self, step: int) -> ModelRef:
+    def checkpoint(self, step: int) -> Checkpoint:
+        """Step `step`'s checkpoint, after checking that its directory still holds the weights recorded for it."""
         if step == 0:
-            return self.base
-        rows = store.query(self.db, "SELECT path FROM checkpoints WHERE run_id = ? AND round = ?", [self.run_id, step])
+            return Checkpoint(0, self.base.identity, self.base)
+        rows = store.query(self.db, "SELECT checkpoint_id, path, weights_hash FROM checkpoints WHERE run_id = ? "
+                                    "AND step = ?", [self.run_id, step])
         if rows.empty:
             raise SIBenchError(f"run {self.run_id} has no checkpoint for step {step}")
         path = Path(rows.path[0])
         if not path.exists():
             raise SIBenchError(f"checkpoint directory {path} of run {self.run_id} (step {step}) has vanished")
-        return checkpoint_ref(self.base, path, self.cfg)
+        ref = checkpoint_ref(self.base, path, self.cfg)
+        if ref.identity != rows.weights_hash[0]:
+            raise SIBenchError(f"checkpoint directory {path} holds other weights than step {step} of run "
+                               f"{self.run_id} recorded ({ref.identity}, recorded {rows.weights_hash[0]}); "
+                               "put the recorded checkpoint back or start a new run")
+        return Checkpoint(step, str(rows.checkpoint_id[0]), ref)
 
     def steps_done(self) -> int:
-        rows = store.query(self.db, "SELECT coalesce(max(round), 0) AS n FROM checkpoints WHERE run_id = ?",
+        rows = store.query(self.db, "SELECT coalesce(max(step), 0) AS n FROM checkpoints WHERE run_id = ?",
                            [self.run_id])
         return int(rows.n[0])
 
     # ---------- measurements ----------
-    def _evaluate(self, model: ModelRef, step: int, split: str, prompts: list[Prompt] | None = None,
-                  role: str | None = None) -> EvalResult:
+    def _evaluate(self, checkpoint: Checkpoint, split: str, prompts: list[Prompt] | None = None) -> EvalResult:
+        step = checkpoint.step
         limit = self.cfg.test_limit if split == "test" else None
-        ecfg = eval_config(self.cfg, self.db, split, limit)
         started = time.perf_counter()
-        result = Evaluation(
-            ecfg, model=model, prompts=prompts, run_id=self.run_id, t=self.t_of(step), t_unit=self.t_unit,
-            round_=step, role=role or split, progress=self.progress,
-        ).run()
+        link = RunLink(self.run_id, step, self.t_of(step), self.t_unit, split, checkpoint.checkpoint_id)
+        result = Evaluation(self.cfg.eval_config(split, limit), db=self.db, model=checkpoint.model, prompts=prompts,
+                            link=link, progress=self.progress).run()
         phase = "evaluation" if split == "test" else "train_sampling"
         self.timings[f"{phase}_s"] = self.timings.get(f"{phase}_s", 0.0) + time.perf_counter() - started
         return result
 
     def measure_test(self, step: int) -> EvalResult:
-        return self._evaluate(self.checkpoint(step), step, "test")
+        return self._evaluate(self.checkpoint(step), "test")
 
     def _wants_test(self, step: int) -> bool:
         total = self.steps_total()
@@ -160,9 +163,9 @@ class SelfImproveRun:
     # ---------- training data ----------
     def _training_rows(self, step: int, picks_eval: EvalResult) -> list[dict]:
         """Self picks, with the round's external share swapped in; stored so the round is reproducible."""
-        with store.write(self.db) as con:
+        with store.read(self.db) as con:
             stored = con.execute(
-                "SELECT prompt_id, completion FROM training_data WHERE run_id = ? AND round = ?", [self.run_id, step]
+                "SELECT prompt_id, completion FROM training_data WHERE run_id = ? AND step = ?", [self.run_id, step]
             ).fetchall()
         if len(stored) == len(self.train_prompts):
             completions = dict(stored)
@@ -186,7 +189,7 @@ class SelfImproveRun:
                     ).fetchall()
                 )
                 store.upsert(con, "training_data", [
-                    {"run_id": self.run_id, "round": step, "prompt_id": pid, "source": sources[pid],
+                    {"run_id": self.run_id, "step": step, "prompt_id": pid, "source": sources[pid],
                      "eval_id": picks_eval.eval_id if sources[pid] == "self" else None,
                      "sample_idx": pick_rows[pid][0] if sources[pid] == "self" else None,
                      "score": pick_rows[pid][1] if sources[pid] == "self" else None, "completion": completions[pid]}
@@ -217,22 +220,25 @@ class SelfImproveRun:
         ]
 
     # ---------- one step ----------
-    def _train(self, step: int, parent: ModelRef, rows: list[dict], epochs: float | None = None) -> None:
+    def _train(self, step: int, parent: Checkpoint, rows: list[dict], epochs: float | None = None) -> None:
         target = self.workdir / f"step-{step:03d}"
+        for scratch in self.workdir.glob(f".{target.name}-*"):  # left by a step killed while training
+            shutil.rmtree(scratch, ignore_errors=True)
         data_hash = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
         self.log(f"{self.run_id} · step {step}: fine-tuning on {len(rows)} rows")
         started = time.perf_counter()
-        stats = fine_tune(parent, rows, target, self.cfg, seed=self.cfg.seed * 1000 + step, epochs=epochs)
+        stats = fine_tune(parent.model, rows, target, self.cfg, seed=self.cfg.seed * 1000 + step, epochs=epochs)
         self.timings["training_s"] = self.timings.get("training_s", 0.0) + time.perf_counter() - started
         ref = checkpoint_ref(self.base, target, self.cfg)
         with store.write(self.db) as con:
             store.upsert(con, "checkpoints", [{
-                "checkpoint_id": ref.identity, "run_id": self.run_id, "round": step, "t": self.t_of(step),
-                "t_unit": self.t_unit, "parent_id": parent.identity, "model_spec": self.cfg.model,
+                "checkpoint_id": lineage_id(self.run_id, step, parent.checkpoint_id, ref.identity),
+                "run_id": self.run_id, "step": step, "t": self.t_of(step),
+                "t_unit": self.t_unit, "parent_id": parent.checkpoint_id, "model_spec": self.cfg.model,
                 "path": str(target), "weights_hash": ref.identity, "data_hash": data_hash,
                 "hyperparameters": {**{k: getattr(self.cfg, k) for k in (
-                    "lora", "lora_r", "lora_alpha", "learning_rate", "epochs_per_round", "train_batch_size",
-                    "grad_accum")}, **stats, "epochs": epochs},
+                    "lora", "lora_r", "learning_rate", "epochs_per_round", "train_batch_size", "grad_accum")},
+                    "lora_alpha": self.cfg.effective_lora_alpha, **stats, "epochs": epochs},
                 "created_at": _now(),
             }])
 
@@ -241,11 +247,11 @@ class SelfImproveRun:
         step = self.steps_done() + 1
         parent = self.checkpoint(step - 1)
         if self.cfg.mode == "regenerate":
-            picks = self._evaluate(parent, step - 1, "train", prompts=self.train_prompts)
+            picks = self._evaluate(parent, "train", prompts=self.train_prompts)
             rows = self._training_rows(step, picks)
             self._train(step, parent, rows)
         else:
-            picks = self._evaluate(self.base, 0, "train", prompts=self.train_prompts)
+            picks = self._evaluate(self.checkpoint(0), "train", prompts=self.train_prompts)
             rows = self._training_rows(0, picks)
             # Each half epoch is its own SFT call from the previous adapter (resumable at that grain); the
             # optimiser state restarts at each step, as it does between regenerate rounds.
@@ -263,7 +269,7 @@ class SelfImproveRun:
     def _finish_step(self, step: int) -> None:
         done = step >= self.steps_total()
         with store.write(self.db) as con:
-            con.execute("UPDATE runs SET rounds_done = ?, status = ?, updated_at = now() WHERE run_id = ?",
+            con.execute("UPDATE runs SET steps_done = ?, status = ?, updated_at = now() WHERE run_id = ?",
                         [step, "done" if done else "running", self.run_id])
         if self.cfg.keep_checkpoints == "last":
             for old in self.workdir.glob("step-*"):
@@ -281,6 +287,15 @@ class SelfImproveRun:
                 break
             self.train_step()
         self._finish_step(self.steps_done())
+
+    def next_step(self) -> int:
+        """`train-round`: the next step of this run (a finished run gets one more round first)."""
+        self.checkpoint(self.steps_done())  # fails before writing anything if its directory vanished
+        if self.steps_done() >= self.steps_total():
+            self.extend()
+        if self.steps_done() == 0:
+            self.measure_test(0)
+        return self.train_step()
 
     def extend(self) -> None:
         """One more round on a finished run (`train-round`): allowed while no external budget was planned."""

@@ -46,7 +46,7 @@ def _load(parent: ModelRef, cfg: SelfImproveConfig):
             model = PeftModel.from_pretrained(model, parent.adapter, is_trainable=True)
         else:
             peft_config = LoraConfig(
-                r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
+                r=cfg.lora_r, lora_alpha=cfg.effective_lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
                 target_modules="all-linear",
             )
     return model, tokenizer, peft_config

@@ -1,6 +1,7 @@
 """The `si-bench` command: a thin typer layer over the Python API in `si_bench.api`.
 
-One module per command; each defines `command(...)`, registered here under its name.
+One module per command; each defines `command`, built from the config classes it takes (cli/_options.py)
+and registered here under its name.
 """
 
 from __future__ import annotations
@@ -10,17 +11,18 @@ import os
 import sys
 import warnings
 
-# Our own rich progress bars replace the libraries' tqdm bars (tqdm reads this at import time).
+import typer
+
+from si_bench.errors import SIBenchError
+
+# Our own rich progress bars replace the libraries' tqdm bars (tqdm reads this when it is first imported,
+# which happens only inside the command modules' functions).
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 warnings.filterwarnings("ignore", category=UserWarning)
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", category=DeprecationWarning)
-
-import typer
-
-from si_bench.errors import SIBenchError
 
 COMMANDS = {
     "evaluate": "evaluate",

@@ -1,28 +1,26 @@
+"""`si-bench demo`."""
+
 from __future__ import annotations
 
-from typing import Optional
+from si_bench.cli._options import options_command
+from si_bench.reports.leaderboard import PublishOptions
+from si_bench.store import StoreOptions
+from si_bench.trainers.config import RunPlacement
 
-import typer
 
-from si_bench import store
-
-
-def command(
-    db: str = typer.Option(store.DEFAULT_DB, help="DuckDB file."),
-    out: str = typer.Option("leaderboard", help="Where the leaderboard is written."),
-    workdir: Optional[str] = typer.Option(None, help="Where checkpoints go (default: si-bench-runs/ beside the db)."),
-) -> None:
+@options_command(StoreOptions, RunPlacement, PublishOptions)
+def command(where: StoreOptions, placement: RunPlacement, publish: PublishOptions) -> None:
     """The embedded demo: `run` with its defaults (smollm2-135m, arith), then `fit` and `leaderboard`."""
+    import typer
+
     from si_bench import api
-    from si_bench.cli.fit import print_store_fits
-    from si_bench.cli.progress import progress_bar
-    from si_bench.reports.terminal import print_trajectory
-    from si_bench.trainers.config import SelfImproveConfig
+    from si_bench.cli._show import progress_bar, show_run
+    from si_bench.reports.terminal import store_fits_report
 
     with progress_bar() as progress:
-        [run_id] = api.run(SelfImproveConfig(), db=db, workdir=workdir, progress=progress,
+        [run_id] = api.run(api.SelfImproveConfig(), db=where.db, workdir=placement.workdir, progress=progress,
                            log=progress.console.print)
-    print_trajectory(run_id, db)
-    print_store_fits(api.fit_store(db))
-    written = api.leaderboard(db, out)
+    show_run(run_id, where.db)
+    typer.echo(store_fits_report(api.fit(where.db)))
+    written = api.leaderboard(where.db, publish.out, save_fits=publish.save_fits)
     typer.echo(f"leaderboard written to {written['out_dir']}")

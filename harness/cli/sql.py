@@ -1,20 +1,19 @@
+"""`si-bench sql`."""
+
 from __future__ import annotations
 
-import typer
+from si_bench.cli._options import options_command
+from si_bench.reports.tables import OutputFormat
+from si_bench.store import SqlStatement, StoreOptions
 
-from si_bench import store
-from si_bench.errors import SIBenchError
 
-
-def command(
-    query: str = typer.Argument(..., help="One SQL statement, e.g. SELECT * FROM summary."),
-    db: str = typer.Option(store.DEFAULT_DB, help="DuckDB file (opened read-only)."),
-    format: str = typer.Option("table", "--format", "-f", help="table, csv or json."),
-) -> None:
+@options_command(SqlStatement, StoreOptions, OutputFormat)
+def command(statement: SqlStatement, where: StoreOptions, output: OutputFormat) -> None:
     """Run SQL over the results, read-only (tables: runs, checkpoints, prompts, generations, samples,
-    verdicts, evaluations, picks, metrics, fits; view: summary)."""
+    verdicts, evaluations, run_evals, picks, metrics, training_data, fits; view: summary)."""
+    import typer
+
+    from si_bench import store
     from si_bench.reports.tables import render_frame
 
-    if format not in ("table", "csv", "json"):
-        raise SIBenchError(f"unknown format {format!r} (choose from table, csv, json)")
-    typer.echo(render_frame(store.query(db, query), format))
+    typer.echo(render_frame(store.query(where.db, statement.query), output.format))

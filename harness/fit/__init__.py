@@ -11,124 +11,13 @@ Public API:
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
+from si_bench.fit._coupled import CoupledFit
+from si_bench.fit._fitting import fit_frame, fit_groups, fit_trajectory
+from si_bench.fit._frames import MIN_POINTS, read_table, time_column
+from si_bench.fit._result import FitOptions, FitResult, GroupFitResult, clean
+from si_bench.fit._simulate import SimulateConfig, compare_allocations, predicted_limits, simulate, simulation
+from si_bench.fit._stored import FitEntry, FitInput, fit_rows, fit_store
 
-from si_bench.errors import SIBenchError
-from si_bench.fit._accuracy import fit_accuracy
-from si_bench.fit._alternatives import alternatives as _alternative_laws
-from si_bench.fit._backtest import backtest as _run_backtest
-from si_bench.fit._coupled import CoupledFit, fit_coupled
-from si_bench.fit._frames import MIN_POINTS, Trajectory, frame_to_trajectory, split_groups
-from si_bench.fit._linearise import linearise
-from si_bench.fit._result import FitOptions, FitResult, GroupFitResult
-from si_bench.fit._simulate import compare_allocations, predicted_limits, simulate
-
-__all__ = ["fit_trajectory", "fit_groups", "fit_frame", "simulate", "compare_allocations", "predicted_limits",
-           "FitOptions", "FitResult", "GroupFitResult", "CoupledFit"]
-
-
-def _as_array(name: str, x, n: int | None = None) -> np.ndarray:
-    try:
-        a = np.asarray(x, dtype=float).reshape(-1)
-    except (TypeError, ValueError):
-        raise SIBenchError(f"{name}: values must be numbers") from None
-    if n is not None and len(a) != n:
-        raise SIBenchError(f"{name}: length {len(a)} differs from t (length {n})")
-    bad = np.flatnonzero(~np.isfinite(a))
-    if bad.size:
-        raise SIBenchError(f"{name}: non-finite value at index {bad[0]}")
-    return a
-
-
-def fit_trajectory(t, solver, verifier, *, gap=None, solver_acc=None, verifier_acc=None,
-                   replicates: np.ndarray | None = None, options: FitOptions | None = None) -> FitResult:
-    """Fit the coupled model (plus linearisation check, alternative laws, backtest, accuracy saturation).
-
-    t: float times (rounds or epochs); solver, verifier: uncertainties at t; gap: optional observed gap
-    series (else solver - verifier); replicates: optional (B, T, 2) bootstrap-resampled (solver, verifier)
-    series aligned with t (when None, a residual bootstrap of the joint fit is used)."""
-    opts = options or FitOptions()
-    t = _as_array("t", t)
-    n = len(t)
-    s = _as_array("solver", solver, n)
-    v = _as_array("verifier", verifier, n)
-    g = _as_array("gap", gap, n) if gap is not None else None
-    sa = _as_array("solver_acc", solver_acc, n) if solver_acc is not None else None
-    va = _as_array("verifier_acc", verifier_acc, n) if verifier_acc is not None else None
-    if len(np.unique(t)) != n:
-        raise SIBenchError("t values must be distinct (average replicate runs first, or pass replicates)")
-    if n < MIN_POINTS:
-        raise SIBenchError(f"too few points: {n} distinct t, at least {MIN_POINTS} needed")
-    for name, y in (("solver", s), ("verifier", v)):
-        if np.ptp(y) == 0:
-            raise SIBenchError(f"the {name} series is constant: the exponential fit is undefined")
-    if opts.n_boot < 0:
-        raise SIBenchError("n_boot must be >= 0")
-    if not (0.0 <= opts.holdout < 1.0):
-        raise SIBenchError("holdout must be in [0, 1)")
-    if opts.eps is not None and not (opts.eps > 0):
-        raise SIBenchError("eps must be > 0")
-    order = np.argsort(t)
-    t, s, v = t[order], s[order], v[order]
-    g = g[order] if g is not None else None
-    sa = sa[order] if sa is not None else None
-    va = va[order] if va is not None else None
-    reps = None
-    if replicates is not None:
-        reps = np.asarray(replicates, dtype=float)
-        if reps.ndim != 3 or reps.shape[1:] != (n, 2):
-            raise SIBenchError(f"replicates must have shape (B, {n}, 2), got {reps.shape}")
-        reps = reps[:, order, :]
-        reps = reps[np.all(np.isfinite(reps), axis=(1, 2))]
-
-    coupled = fit_coupled(t, s, v, gap_obs=g, replicates=reps, n_boot=opts.n_boot, seed=opts.seed)
-    y = np.column_stack([s, v])
-    gap_series = g if g is not None else s - v
-    notes = []
-    if coupled.at_bound:
-        notes.append("the fitted rate lies at the edge of its search range: rate and limits are weakly identified")
-    if opts.eps is not None:
-        eps = float(opts.eps)
-    else:
-        g0 = coupled.point["gap_limit"] + coupled.point["delta"]
-        eps = 0.01 * abs(g0) if g0 != 0 else 0.01 * abs(coupled.point["delta"])
-    accuracy = {}
-    for name, acc in (("solver", sa), ("verifier", va)):
-        if acc is not None:
-            accuracy[name] = fit_accuracy(t, acc, n_boot=opts.n_boot, seed=opts.seed)
-    return FitResult(coupled=coupled, options=opts, eps=eps, linearisation=linearise(t, gap_series),
-                     alternatives=_alternative_laws(t, y), backtest=_run_backtest(t, y, opts.holdout),
-                     accuracy=accuracy or None, notes=notes)
-
-
-def _run_replicates(traj: Trajectory, n_boot: int, seed: int) -> np.ndarray | None:
-    """Resample runs with replacement and average: (B, T, 2) replicate mean trajectories."""
-    if traj.replicates_runs is None:
-        return None
-    per_run = traj.replicates_runs
-    R = per_run.shape[0]
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, R, size=(n_boot, R))
-    return per_run[idx].mean(axis=1)
-
-
-def fit_frame(frame: pd.DataFrame, *, options: FitOptions | None = None, label: str = "") -> FitResult:
-    """Fit one trajectory table: wide (t|step|epoch, solver_uncertainty, verifier_uncertainty[, *_accuracy][, run])
-    or long (series in {solver, verifier, gap}, t|step|epoch, affine_uncertainty|value|uncertainty)."""
-    opts = options or FitOptions()
-    traj = frame_to_trajectory(frame, unit=opts.unit, label=label)
-    reps = _run_replicates(traj, opts.n_boot, opts.seed)
-    res = fit_trajectory(traj.t, traj.solver, traj.verifier, gap=traj.gap, solver_acc=traj.solver_acc,
-                         verifier_acc=traj.verifier_acc, replicates=reps, options=opts)
-    if reps is not None:
-        res.notes.append(f"mean of {traj.replicates_runs.shape[0]} runs; CIs from resampling runs")
-    return res
-
-
-def fit_groups(frame: pd.DataFrame, group_by: str, *, options: FitOptions | None = None) -> GroupFitResult:
-    """One fit per value of `group_by` (wide or long format, see fit_frame)."""
-    fits = {}
-    for key, sub in split_groups(frame, group_by):
-        fits[key] = fit_frame(sub.drop(columns=[group_by]), options=options, label=key)
-    return GroupFitResult(group_by=group_by, fits=fits)
+__all__ = ["fit_trajectory", "fit_groups", "fit_frame", "simulate", "simulation", "compare_allocations",
+           "predicted_limits", "FitOptions", "FitResult", "GroupFitResult", "CoupledFit", "SimulateConfig",
+           "FitEntry", "FitInput", "fit_store", "fit_rows", "clean", "read_table", "time_column", "MIN_POINTS"]

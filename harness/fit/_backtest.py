@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from si_bench.fit import _alternatives as alt
+import si_bench.fit._alternatives as alt
 from si_bench.fit._coupled import curves, fit_many
 
 LAWS = ("coupled", "separate_exp", "power_law", "persistence")

@@ -95,7 +95,7 @@ def _statsmodels_se(t: np.ndarray, y: np.ndarray, p: dict[str, float]) -> dict[s
     try:
         res = sm.OLS(resid, J).fit()
         cov = np.asarray(res.cov_params())
-    except Exception:  # singular Jacobian etc.
+    except Exception:  # noqa: BLE001 - a singular Jacobian: no standard errors, the bootstrap still runs
         return {}
     if not np.all(np.isfinite(cov)):
         return {}

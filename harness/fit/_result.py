@@ -9,19 +9,26 @@ from typing import Any
 import numpy as np
 
 from si_bench.fit._coupled import CoupledFit, curves
+from si_bench.options import Options, option
 
 COUPLED_QUANTITIES = ("rate", "solver_limit", "verifier_limit", "gap_limit", "alpha_over_beta", "alpha_k", "beta_k")
 MIN_FINITE_SHARE = 0.9
 
 
+UNITS = ("total", "per_token")
+
+
 @dataclass
-class FitOptions:
-    n_boot: int = 500
-    seed: int = 0
-    eps: float | None = None  # Corollary 3.2 tolerance; default 0.01 * |G_0|
-    holdout: float = 0.4  # share of points held out in the backtest
-    unit: str = "total"  # label: which uncertainty was fitted (total or per_token)
-    rate_unit: str = "round"  # label: the unit of t (round, epoch, ...)
+class FitOptions(Options):
+    """How trajectories are fitted: one options object for `fit`, `leaderboard` and the API."""
+
+    n_boot: int = option(500, "Bootstrap replicates for the 95% CIs.", min=0, aliases=("--boot",))
+    seed: int = option(0, "Seed of the bootstrap.", min=0)
+    eps: float | None = option(None, "Tolerance of the rounds-to-converge estimate (default 1% of the initial "
+                                     "gap).", above=0)
+    holdout: float = option(0.4, "Share of the last points held out in the forecast backtest.", min=0, max=0.95)
+    unit: str = option("total", "Uncertainty fitted: total or per_token NLL.", choices=UNITS)
+    rate_unit: str | None = option(None, "Unit of t for labels (default: round, step or epoch from the input).")
 
 
 def _num(x: Any) -> Any:
@@ -106,7 +113,7 @@ class FitResult:
     def t_to_eps(self) -> dict:
         c = self.coupled
         lam, delta = c.point["lam"], c.point["delta"]
-        out: dict[str, Any] = {"eps": self.eps, "rate_unit": self.options.rate_unit}
+        out: dict[str, Any] = {"eps": self.eps, "rate_unit": self.options.rate_unit or "round"}
         scale = max(abs(c.point["a_s"]), abs(c.point["a_v"]), 1e-300)
         if not (lam > 0) or not math.isfinite(lam):
             return {**out, "estimate": None, "ci95": None, "reason": "rate <= 0: the gap does not converge"}
@@ -129,7 +136,7 @@ class FitResult:
         for q in COUPLED_QUANTITIES:
             out[q] = self.quantity(q)
             if q == "rate":
-                out["rate_unit"] = self.options.rate_unit
+                out["rate_unit"] = self.options.rate_unit or "round"
         out["t_to_eps"] = self.t_to_eps()
         out["r2"] = dict(c.r2)
         out["n_points"] = int(len(c.t))

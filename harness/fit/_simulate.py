@@ -10,10 +10,13 @@ closed-form step of length dt.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
 from si_bench.errors import SIBenchError
+from si_bench.options import Options, option
 
 
 def _check(alpha: float, beta: float, k: float, b: float, us0: float, uv0: float) -> None:
@@ -117,4 +120,52 @@ def compare_allocations(alpha: float, beta: float, k: float, b: float, us0: floa
         gain = out["no_external_data"][key] - float(vals.mean())
         out[f"max_difference_{key.split('_')[0]}"] = diff
         out[f"difference_over_gain_{key.split('_')[0]}"] = diff / gain if gain != 0 else None
+    return out
+
+
+MAX_ROUNDS = 100_000
+
+
+@dataclass
+class SimulateConfig(Options):
+    """The parameters of `si-bench simulate` (Proposition 3.1, with cross-improvement as Section 5)."""
+
+    alpha: float = option(help="Solver learning coefficient (alpha > beta).", above=0)
+    beta: float = option(help="Verifier learning coefficient (beta >= 0).", min=0)
+    k: float = option(help="Energy slope k > 0 (E = k G - b).", above=0)
+    b: float = option(help="Energy offset b (the gap limit is b/k).", min=-1e300, max=1e300)
+    us0: float = option(help="Initial solver uncertainty.", min=0, max=1e300)
+    uv0: float = option(help="Initial verifier uncertainty.", min=0, max=1e300)
+    rounds: int = option(10, "Number of rounds.", min=1, max=MAX_ROUNDS)
+    dt: float = option(1.0, "Length of one round in units of t.", above=0)
+    shares: str | None = option(None, "External-data share per round, comma-separated, summing to 1.")
+    gamma: float = option(0.0, "Cross-improvement strength: U_v -> U_v / (1 + gamma * share).", min=0)
+
+    def check(self) -> None:
+        _check(self.alpha, self.beta, self.k, self.b, self.us0, self.uv0)
+        if self.shares is not None:
+            _shares(self.share_list(), self.rounds)
+
+    def share_list(self) -> list[float] | None:
+        if self.shares is None:
+            return None
+        try:
+            return [float(x) for x in self.shares.split(",") if x.strip()]
+        except ValueError:
+            raise SIBenchError(f"--shares must be a comma-separated list of numbers (got {self.shares!r})") from None
+
+
+def simulation(cfg: SimulateConfig) -> dict:
+    """{"trajectory": DataFrame, "predicted_limits": {...}, "allocations": {...} when shares are given}."""
+    args = (cfg.alpha, cfg.beta, cfg.k, cfg.b, cfg.us0, cfg.uv0)
+    eta = cfg.share_list()
+    with np.errstate(all="ignore"):
+        out = {"trajectory": simulate(*args, cfg.rounds, shares=eta, gamma=cfg.gamma, dt=cfg.dt),
+               "predicted_limits": predicted_limits(*args)}
+        if eta is not None:
+            out["allocations"] = compare_allocations(*args, cfg.rounds, cfg.gamma, dt=cfg.dt)
+    numbers = out["trajectory"].to_numpy(dtype=float)
+    if not np.isfinite(numbers).all() or not all(np.isfinite(v) for v in out["predicted_limits"].values()
+                                                 if v != float("inf")):
+        raise SIBenchError("these parameters overflow double precision: the trajectory is not finite")
     return out

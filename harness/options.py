@@ -1,0 +1,131 @@
+"""Options written once.
+
+Each command's settings are a dataclass whose fields are declared with `option(...)`: the default, the
+help text and the checks of a setting live there and nowhere else. The CLI builds its flags from these
+fields (si_bench.cli._options), a config validates itself when it is made, and scripts get exactly the
+command line's defaults and checks. A subclass that needs another default says so with `differs(...)`,
+which keeps the help text of the field it overrides and states why.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import Any, Callable, Iterable
+
+from si_bench.errors import SIBenchError
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What the CLI and the checks need to know of one option."""
+
+    help: str
+    flag: str | None = None  # e.g. "--num-fewshot"; default: "--" + the name with dashes
+    aliases: tuple[str, ...] = ()  # further flags, e.g. a short form or a deprecated name
+    argument: bool = False  # positional on the command line
+    choices: Callable[[], Iterable[str]] | tuple[str, ...] | None = None
+    min: float | None = None  # inclusive bounds
+    max: float | None = None
+    above: float | None = None  # exclusive lower bound
+    check: Callable[[Any], None] | None = None  # raises SIBenchError for a bad value
+    in_id: bool | str = True  # enters the id of what it configures: True, False, or "non-default"
+    why: str = ""  # for a `differs` override: why this command's default is another
+
+    def names(self, name: str) -> tuple[str, ...]:
+        return (self.flag or "--" + name.replace("_", "-"), *self.aliases)
+
+
+def option(default: Any = MISSING, help: str = "", **spec: Any) -> Any:
+    """A dataclass field with its default, help text and checks (see `Spec`)."""
+    kwargs: dict[str, Any] = {"metadata": {"spec": Spec(help=help, **spec)}}
+    if isinstance(default, (list, dict, set)):
+        kwargs["default_factory"] = lambda: type(default)(default)
+    elif default is not MISSING:
+        kwargs["default"] = default
+    return field(**kwargs)
+
+
+def differs(default: Any, why: str) -> Any:
+    """Override a base class's option default for one command; the help text stays the base's."""
+    return field(default=default, metadata={"why": why})
+
+
+def spec_of(cls: type, name: str) -> Spec:
+    """The option's Spec, taken from the class that declared it (with any override's `why`)."""
+    why = ""
+    for klass in cls.__mro__:
+        f = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if f is None:
+            continue
+        why = why or f.metadata.get("why", "")
+        if "spec" in f.metadata:
+            spec = f.metadata["spec"]
+            return Spec(**{**spec.__dict__, "why": why}) if why else spec
+    raise KeyError(f"{cls.__name__}.{name} is not declared with option()")
+
+
+def default_of(f: Field) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not MISSING else MISSING
+
+
+def _check_number(flag: str, value: Any, spec: Spec) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SIBenchError(f"{flag} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise SIBenchError(f"{flag} must be a finite number, got {value}")
+    if spec.min is not None and spec.max is not None and not spec.min <= value <= spec.max:
+        raise SIBenchError(f"{flag} must lie in [{spec.min:g}, {spec.max:g}], got {value:g}")
+    if spec.min is not None and value < spec.min:
+        raise SIBenchError(f"{flag} must be at least {spec.min:g}, got {value:g}")
+    if spec.max is not None and value > spec.max:
+        raise SIBenchError(f"{flag} must be at most {spec.max:g}, got {value:g}")
+    if spec.above is not None and not value > spec.above:
+        raise SIBenchError(f"{flag} must be greater than {spec.above:g}, got {value:g}")
+
+
+def check_value(name: str, value: Any, spec: Spec) -> None:
+    """One option's own rules; None (not set) passes."""
+    if value is None:
+        return
+    flag = spec.names(name)[0] if not spec.argument else name.upper()
+    if spec.choices is not None:
+        allowed = list(spec.choices() if callable(spec.choices) else spec.choices)
+        if value not in allowed:
+            raise SIBenchError(f"unknown {name.replace('_', ' ')} {value!r} (choose from {', '.join(allowed)})")
+    if spec.min is not None or spec.max is not None or spec.above is not None:
+        _check_number(flag, value, spec)
+    if spec.check is not None:
+        spec.check(value)
+
+
+class Options:
+    """Base of every config class: checks each option, then the rules that join several (`check`)."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # type: ignore[arg-type]
+            check_value(f.name, getattr(self, f.name), spec_of(type(self), f.name))
+        self.check()
+
+    def check(self) -> None:
+        """Rules across options; subclasses override."""
+
+    def changed(self) -> dict[str, Any]:
+        """The options that differ from their defaults."""
+        return {f.name: getattr(self, f.name) for f in fields(self)  # type: ignore[arg-type]
+                if getattr(self, f.name) != default_of(f)}
+
+    def identity(self) -> dict[str, Any]:
+        """The options that enter an id: always (in_id=True), or only when not at their default."""
+        out = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            rule, value = spec_of(type(self), f.name).in_id, getattr(self, f.name)
+            if rule is True or (rule == "non-default" and value != default_of(f)):
+                out[f.name] = value
+        return out
+
+
+def flag_of(cls: type, name: str) -> str:
+    return spec_of(cls, name).names(name)[0]
