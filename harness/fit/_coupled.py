@@ -10,13 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from harness.fit._intervals import METHOD_PROFILE, METHOD_REPLICATES, jacobian, residual_intervals, with_replicates
+from harness.fit._intervals import MIN_POINTS_SERIAL, jacobian, residual_intervals, with_replicates
 from harness.fit._profile import Interval, profile_intervals
 from harness.fit._vp import exp_basis, rate_bounds, vp_fit
 
 N_PARAMS = 5  # Us_inf, A_s, Uv_inf, A_v, lam
 CONTRASTS = {"solver_limit": (1.0, 0.0), "verifier_limit": (0.0, 1.0), "gap_limit": (1.0, -1.0)}
 UNCERTAINTY_DOMAIN = (0.0, np.inf)  # an uncertainty is a negative log-likelihood
+METHOD_PROFILE = "profile likelihood, F-calibrated (df = 2T - 5), serial-correlation inflation"
+METHOD_REPLICATES = "replicate-refit percentile (+) profile likelihood of the misfit the replicates leave"
 QUANTITIES = ("rate", "solver_limit", "verifier_limit", "gap_limit", "alpha_over_beta", "alpha_k", "beta_k")
 
 
@@ -79,7 +81,7 @@ class CoupledFit:
     at_bound: bool
     intervals: dict[str, Interval]  # rate and the limits, each over one trajectory
     interval_method: str
-    serial: dict[str, float]  # lag-1 residual autocorrelation (bias-corrected) and the variance inflation
+    serial: dict  # lag-1 residual autocorrelation (bias-corrected) and the variance inflation
     bounds: tuple[float, float]  # the rate's search range
     r2_gap_input: float | None = None  # against an input gap series, when one was given
     notes: list[str] = field(default_factory=list)
@@ -129,6 +131,13 @@ def _replicate_intervals(t, y, pt, point, boot: dict, misfit_scale: float) -> di
     return with_replicates(point, boot, misfit, rate_bounds(t), diverge, domains)
 
 
+def _serial_json(rho: float, inflation: float) -> dict:
+    out = {"lag1_autocorrelation": rho if np.isfinite(rho) else None, "variance_inflation": inflation}
+    if not np.isfinite(rho):
+        out["reason"] = f"not estimated below {MIN_POINTS_SERIAL} points"
+    return out
+
+
 def fit_coupled(t: np.ndarray, solver: np.ndarray, verifier: np.ndarray, *, gap_obs: np.ndarray | None = None,
                 replicates: np.ndarray | None = None, n_boot: int = 500, seed: int = 0) -> CoupledFit:
     t = np.asarray(t, dtype=float)
@@ -165,6 +174,6 @@ def fit_coupled(t: np.ndarray, solver: np.ndarray, verifier: np.ndarray, *, gap_
         method = METHOD_REPLICATES
     return CoupledFit(t=t, y=y, point=point, boot=boot, se=_delta_se(t, point), r2=r2s, bootstrap=kind,
                       at_bound=bool(pt["at_bound"][0]), intervals=iv, interval_method=method,
-                      serial={"lag1_autocorrelation": float(rho[0]), "variance_inflation": float(inflation[0])},
+                      serial=_serial_json(float(rho[0]), float(inflation[0])),
                       bounds=rate_bounds(t),
                       r2_gap_input=None if gap_obs is None else r2(gap_obs, s_hat[0] - v_hat[0]))

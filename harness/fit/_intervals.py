@@ -19,10 +19,8 @@ from harness.fit._profile import DOMAIN_EDGE, SEARCH_BOUND, Interval, profile_in
 
 MIN_POINTS_SERIAL = 8  # below this the fit's parameters absorb any residual autocorrelation
 MAX_RHO = 0.9
-METHOD_PROFILE = "profile likelihood, F-calibrated (df = S*T - 2S - 1), serial-correlation inflation"
 COVERAGE_NOTE = ("rate and limits: coverage measured on simulated trajectories of the law, 5-20 points, "
                  "independent noise (harness.fit._calibration, bench/bench_coverage.py)")
-METHOD_REPLICATES = "replicate-refit percentile (+) profile likelihood of the unexplained misfit"
 
 
 def jacobian(t: np.ndarray, lam: np.ndarray, amp: np.ndarray) -> np.ndarray:
