@@ -157,8 +157,11 @@ class FitResult:
             out[q]["conditional"] = out["adequacy"]["conditional"]
         if self.accuracy:
             out["accuracy"] = self.accuracy
-        if self.notes:
-            out["notes"] = list(self.notes)
+        notes = list(self.notes)
+        if out["adequacy"]["conditional"]:
+            notes.append(f"the limits are conditional on the coupled law: {out['adequacy']['why']}")
+        if notes:
+            out["notes"] = notes
         return clean(out)
 
     def interval_info(self) -> dict:
