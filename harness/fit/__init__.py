@@ -7,6 +7,9 @@ Public API:
     fit_frame(frame, *, options=FitOptions()) -> FitResult
     simulate(alpha, beta, k, b, us0, uv0, rounds, shares=None, gamma=0.0, dt=1.0) -> pandas.DataFrame
     compare_allocations(alpha, beta, k, b, us0, uv0, rounds, gamma, dt=1.0) -> dict
+    pooled_replicates(runs, n_boot=500, seed=0) -> (B, T, 2) replicates of seed runs (runs, then prompts)
+
+Intervals: see si_bench.fit._intervals (method) and si_bench.fit._calibration (measured coverage).
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ from __future__ import annotations
 from si_bench.fit._coupled import CoupledFit
 from si_bench.fit._fitting import fit_frame, fit_groups, fit_trajectory
 from si_bench.fit._frames import MIN_POINTS, read_table, time_column
+from si_bench.fit._replicates import pooled_replicates
 from si_bench.fit._result import FitOptions, FitResult, GroupFitResult, clean
 from si_bench.fit._simulate import SimulateConfig, compare_allocations, predicted_limits, simulate, simulation
 from si_bench.fit._stored import FitEntry, FitInput, fit_rows, fit_store
 
 __all__ = ["fit_trajectory", "fit_groups", "fit_frame", "simulate", "simulation", "compare_allocations",
            "predicted_limits", "FitOptions", "FitResult", "GroupFitResult", "CoupledFit", "SimulateConfig",
-           "FitEntry", "FitInput", "fit_store", "fit_rows", "clean", "read_table", "time_column", "MIN_POINTS"]
+           "FitEntry", "FitInput", "fit_store", "fit_rows", "clean", "read_table", "time_column", "MIN_POINTS",
+           "pooled_replicates"]
+

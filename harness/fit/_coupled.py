@@ -10,11 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import statsmodels.api as sm
 
+from si_bench.fit._intervals import MIN_POINTS_SERIAL, jacobian, residual_intervals, with_replicates
+from si_bench.fit._profile import Interval, profile_intervals
 from si_bench.fit._vp import exp_basis, rate_bounds, vp_fit
 
 N_PARAMS = 5  # Us_inf, A_s, Uv_inf, A_v, lam
+CONTRASTS = {"solver_limit": (1.0, 0.0), "verifier_limit": (0.0, 1.0), "gap_limit": (1.0, -1.0)}
+UNCERTAINTY_DOMAIN = (0.0, np.inf)  # an uncertainty is a negative log-likelihood
+METHOD_PROFILE = "profile likelihood, F-calibrated (df = 2T - 5), serial-correlation inflation"
+METHOD_REPLICATES = "replicate-refit percentile (+) profile likelihood of the misfit the replicates leave"
 QUANTITIES = ("rate", "solver_limit", "verifier_limit", "gap_limit", "alpha_over_beta", "alpha_k", "beta_k")
 
 
@@ -72,41 +77,31 @@ class CoupledFit:
     point: dict[str, float]  # curve params + derived quantities
     boot: dict[str, np.ndarray]  # same keys, arrays over replicates
     se: dict[str, float]
-    r2: dict[str, float]
+    r2: dict[str, float]  # solver, verifier, gap = solver - verifier
     bootstrap: str  # "residual" or "replicates"
     at_bound: bool
+    intervals: dict[str, Interval]  # rate and the limits, each over one trajectory
+    interval_method: str
+    serial: dict  # lag-1 residual autocorrelation (bias-corrected) and the variance inflation
+    bounds: tuple[float, float]  # the rate's search range
+    r2_gap_input: float | None = None  # against an input gap series, when one was given
     notes: list[str] = field(default_factory=list)
 
 
-def _statsmodels_se(t: np.ndarray, y: np.ndarray, p: dict[str, float]) -> dict[str, float]:
-    """Asymptotic nonlinear-LS standard errors: OLS of the residuals on the model Jacobian
-    at the optimum (Gauss-Newton step of zero), then the delta method for derived quantities."""
-    lam, a_s, a_v = p["lam"], p["a_s"], p["a_v"]
-    T = len(t)
-    e = np.exp(-lam * t)
-    zeros, ones = np.zeros(T), np.ones(T)
-    # columns: us_inf, a_s, uv_inf, a_v, lam
-    J = np.vstack([
-        np.column_stack([ones, e, zeros, zeros, -a_s * t * e]),
-        np.column_stack([zeros, zeros, ones, e, -a_v * t * e]),
-    ])
-    fitted = np.concatenate([p["us_inf"] + a_s * e, p["uv_inf"] + a_v * e])
-    resid = np.concatenate([y[:, 0], y[:, 1]]) - fitted
-    try:
-        res = sm.OLS(resid, J).fit()
-        cov = np.asarray(res.cov_params())
-    except Exception:  # noqa: BLE001 - a singular Jacobian: no standard errors, the bootstrap still runs
-        return {}
-    if not np.all(np.isfinite(cov)):
-        return {}
-    theta = np.array([p["us_inf"], a_s, p["uv_inf"], a_v, lam])
+def _delta_se(t: np.ndarray, p: dict[str, float]) -> dict[str, float]:
+    """Asymptotic nonlinear-LS standard errors, s^2 (J'J)^-1 at the optimum, then the delta method for the
+    derived quantities. Amplitudes are taken at t0 = min(t) (the quantities do not depend on the reference)."""
+    shift = np.exp(-p["lam"] * float(t.min()))
+    theta = np.array([p["us_inf"], p["a_s"] * shift, p["uv_inf"], p["a_v"] * shift, p["lam"]])
+    J = jacobian(t, theta[4:], theta[None, [1, 3]])[0]
+    s2 = p["rss"] / (len(J) - N_PARAMS)
+    cov = s2 * np.linalg.pinv(J.T @ J)
     names = ["us_inf", "a_s", "uv_inf", "a_v", "lam"]
 
     def g(th: np.ndarray) -> np.ndarray:
         d = derived({k: np.array([v]) for k, v in zip(names, th)})
         return np.array([d[q][0] for q in QUANTITIES])
 
-    g0 = g(theta)
     grad = np.empty((len(QUANTITIES), 5))
     for j in range(5):
         h = 1e-6 * max(abs(theta[j]), 1e-3)
@@ -114,16 +109,38 @@ def _statsmodels_se(t: np.ndarray, y: np.ndarray, p: dict[str, float]) -> dict[s
         tp[j] += h
         tm[j] -= h
         grad[:, j] = (g(tp) - g(tm)) / (2 * h)
-    var = np.einsum("qi,ij,qj->q", grad, cov, grad)
-    out = {}
-    for q, v, g_ in zip(QUANTITIES, var, g0):
-        out[q] = float(np.sqrt(v)) if np.isfinite(v) and v >= 0 and np.isfinite(g_) else float("nan")
+    with np.errstate(invalid="ignore"):
+        var = np.einsum("qi,ij,qj->q", grad, cov, grad)
+    return {q: float(np.sqrt(v)) if v >= 0 else float("nan") for q, v in zip(QUANTITIES, var)}
+
+
+def intervals_many(t: np.ndarray, Y: np.ndarray, p: dict[str, np.ndarray]):
+    """Residual-based intervals of the rate and limits for B trajectories Y (B, T, 2) fitted as p (fit_many)."""
+    s, v = curves(p, t)
+    resid = Y - np.stack([s, v], axis=-1)
+    amp = np.column_stack([p["a_s"], p["a_v"]]) * np.exp(-p["lam"] * float(np.min(t)))[:, None]
+    return residual_intervals(t, Y, p["lam"], amp, resid, rate_bounds(t), CONTRASTS, UNCERTAINTY_DOMAIN)
+
+
+def _replicate_intervals(t, y, pt, point, boot: dict, misfit_scale: float) -> dict[str, Interval]:
+    misfit = profile_intervals(t, y[None], pt["lam"], rate_bounds(t), CONTRASTS, rss_scale=misfit_scale,
+                               domain=UNCERTAINTY_DOMAIN)
+    diverge = {"solver_limit": -np.sign(point["a_s"]), "verifier_limit": -np.sign(point["a_v"]),
+               "gap_limit": -np.sign(point["delta"])}
+    domains = {"solver_limit": UNCERTAINTY_DOMAIN, "verifier_limit": UNCERTAINTY_DOMAIN,
+               "gap_limit": (-np.inf, np.inf)}
+    return with_replicates(point, boot, misfit, rate_bounds(t), diverge, domains)
+
+
+def _serial_json(rho: float, inflation: float) -> dict:
+    out = {"lag1_autocorrelation": rho if np.isfinite(rho) else None, "variance_inflation": inflation}
+    if not np.isfinite(rho):
+        out["reason"] = f"not estimated below {MIN_POINTS_SERIAL} points"
     return out
 
 
 def fit_coupled(t: np.ndarray, solver: np.ndarray, verifier: np.ndarray, *, gap_obs: np.ndarray | None = None,
-                replicates: np.ndarray | None = None, n_boot: int = 500, seed: int = 0,
-                inflate: bool = True) -> CoupledFit:
+                replicates: np.ndarray | None = None, n_boot: int = 500, seed: int = 0) -> CoupledFit:
     t = np.asarray(t, dtype=float)
     y = np.column_stack([solver, verifier]).astype(float)
     T = len(t)
@@ -131,28 +148,33 @@ def fit_coupled(t: np.ndarray, solver: np.ndarray, verifier: np.ndarray, *, gap_
     point = {k: float(v[0]) for k, v in pt.items() if k != "at_bound"}
     point.update({k: float(v[0]) for k, v in derived(pt).items()})
     s_hat, v_hat = curves(pt, t)
-    gap = (y[:, 0] - y[:, 1]) if gap_obs is None else np.asarray(gap_obs, dtype=float)
     r2s = {"solver": r2(y[:, 0], s_hat[0]), "verifier": r2(y[:, 1], v_hat[0]),
-           "gap": r2(gap, s_hat[0] - v_hat[0])}
-
+           "gap": r2(y[:, 0] - y[:, 1], s_hat[0] - v_hat[0])}
+    fitted = np.column_stack([s_hat[0], v_hat[0]])
     if replicates is not None:
         Yb = np.asarray(replicates, dtype=float)
         kind = "replicates"
     else:
         rng = np.random.default_rng(seed)
-        fitted = np.column_stack([s_hat[0], v_hat[0]])
-        resid = y - fitted
-        n, p = 2 * T, N_PARAMS
-        if inflate and n > p:
-            resid = resid * np.sqrt(n / (n - p))
+        resid = (y - fitted) * np.sqrt(2 * T / (2 * T - N_PARAMS))
         idx = rng.integers(0, T, size=(n_boot, T))
         Yb = fitted[None] + resid[idx]  # rows resampled jointly: keeps solver/verifier residual pairing
         kind = "residual"
-    bp = fit_many(t, Yb) if len(Yb) else None
     boot: dict[str, np.ndarray] = {}
-    if bp is not None:
+    if len(Yb):
+        bp = fit_many(t, Yb)
         boot = {k: v for k, v in bp.items() if k != "at_bound"}
         boot.update(derived(bp))
-    se = _statsmodels_se(t, y, point)
-    return CoupledFit(t=t, y=y, point=point, boot=boot, se=se, r2=r2s, bootstrap=kind,
-                      at_bound=bool(pt["at_bound"][0]))
+    iv, rho, inflation = intervals_many(t, y[None], pt)
+    method = METHOD_PROFILE
+    if kind == "replicates" and boot:
+        rep_var = float(np.mean(np.var(Yb, axis=0)))
+        res_var = point["rss"] / (2 * T - N_PARAMS)
+        excess = max(res_var * inflation[0] - rep_var, 0.0) / res_var if res_var > 0 else 0.0
+        iv = _replicate_intervals(t, y, pt, point, boot, excess)
+        method = METHOD_REPLICATES
+    return CoupledFit(t=t, y=y, point=point, boot=boot, se=_delta_se(t, point), r2=r2s, bootstrap=kind,
+                      at_bound=bool(pt["at_bound"][0]), intervals=iv, interval_method=method,
+                      serial=_serial_json(float(rho[0]), float(inflation[0])),
+                      bounds=rate_bounds(t),
+                      r2_gap_input=None if gap_obs is None else r2(gap_obs, s_hat[0] - v_hat[0]))

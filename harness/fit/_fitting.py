@@ -13,7 +13,14 @@ from si_bench.fit._backtest import backtest as _run_backtest
 from si_bench.fit._coupled import fit_coupled
 from si_bench.fit._frames import MIN_POINTS, Trajectory, frame_to_trajectory, split_groups
 from si_bench.fit._linearise import linearise
+from si_bench.fit._replicates import pooled_replicates
 from si_bench.fit._result import FitOptions, FitResult, GroupFitResult
+
+MAX_MAGNITUDE = 1e100  # squares of larger values overflow the least-squares sums
+MAX_SPACING_RATIO = 1e6
+
+__all__ = ["fit_trajectory", "fit_groups", "fit_frame", "simulate", "compare_allocations", "predicted_limits",
+           "FitOptions", "FitResult", "GroupFitResult", "CoupledFit", "pooled_replicates"]
 
 
 def _as_array(name: str, x, n: int | None = None) -> np.ndarray:
@@ -29,13 +36,35 @@ def _as_array(name: str, x, n: int | None = None) -> np.ndarray:
     return a
 
 
+def _check_ranges(t: np.ndarray, series: dict[str, np.ndarray | None]) -> None:
+    """Inputs the least-squares sums cannot represent are errors, not silent nonsense."""
+    ts = np.sort(t)
+    if np.max(np.abs(t)) > MAX_MAGNITUDE:
+        raise SIBenchError(f"t values up to {np.max(np.abs(t)):.3g}: beyond {MAX_MAGNITUDE:g}; rescale t")
+    ratio = (ts[-1] - ts[0]) / np.min(np.diff(ts))
+    if not ratio <= MAX_SPACING_RATIO:
+        raise SIBenchError(f"t spacing too uneven: the span is {ratio:.3g} times the smallest step "
+                           f"(at most {MAX_SPACING_RATIO:g}); no rate can be fitted across both scales")
+    for name, y in series.items():
+        if y is None:
+            continue
+        if np.max(np.abs(y)) > MAX_MAGNITUDE:
+            raise SIBenchError(f"{name}: values up to {np.max(np.abs(y)):.3g}, beyond {MAX_MAGNITUDE:g}; rescale them")
+        if name in ("solver", "verifier") and np.ptp(y) <= 1e-12 * np.max(np.abs(y)):
+            raise SIBenchError(f"the {name} series is constant: the exponential fit is undefined")
+        if name in ("solver", "verifier") and np.ptp(y) < 1.0 / MAX_MAGNITUDE:
+            raise SIBenchError(f"{name}: values vary by only {np.ptp(y):.3g}, below {1.0 / MAX_MAGNITUDE:g}; rescale them")
+
+
 def fit_trajectory(t, solver, verifier, *, gap=None, solver_acc=None, verifier_acc=None,
                    replicates: np.ndarray | None = None, options: FitOptions | None = None) -> FitResult:
     """Fit the coupled model (plus linearisation check, alternative laws, backtest, accuracy saturation).
 
-    t: float times (rounds or epochs); solver, verifier: uncertainties at t; gap: optional observed gap
-    series (else solver - verifier); replicates: optional (B, T, 2) bootstrap-resampled (solver, verifier)
-    series aligned with t (when None, a residual bootstrap of the joint fit is used)."""
+    t: float times (rounds or epochs); solver, verifier: uncertainties at t; gap: optional observed gap series
+    (compared with the fitted gap as r2_gap_input; r2["gap"] is always against solver - verifier);
+    replicates: optional (B, T, 2) resampled (solver, verifier) series aligned with t, e.g. a prompt bootstrap
+    or pooled_replicates of seed runs: the rate and limit intervals then combine their spread with the misfit
+    they leave unexplained (else profile-likelihood intervals from the residuals)."""
     opts = options or FitOptions()
     t = _as_array("t", t)
     n = len(t)
@@ -48,9 +77,7 @@ def fit_trajectory(t, solver, verifier, *, gap=None, solver_acc=None, verifier_a
         raise SIBenchError("t values must be distinct (average replicate runs first, or pass replicates)")
     if n < MIN_POINTS:
         raise SIBenchError(f"too few points: {n} distinct t, at least {MIN_POINTS} needed")
-    for name, y in (("solver", s), ("verifier", v)):
-        if np.ptp(y) == 0:
-            raise SIBenchError(f"the {name} series is constant: the exponential fit is undefined")
+    _check_ranges(t, {"solver": s, "verifier": v, "gap": g, "solver_acc": sa, "verifier_acc": va})
     order = np.argsort(t)
     t, s, v = t[order], s[order], v[order]
     g = g[order] if g is not None else None
@@ -78,21 +105,17 @@ def fit_trajectory(t, solver, verifier, *, gap=None, solver_acc=None, verifier_a
     accuracy = {}
     for name, acc in (("solver", sa), ("verifier", va)):
         if acc is not None:
-            accuracy[name] = fit_accuracy(t, acc, n_boot=opts.n_boot, seed=opts.seed)
+            accuracy[name] = fit_accuracy(t, acc)
     return FitResult(coupled=coupled, options=opts, eps=eps, linearisation=linearise(t, gap_series),
                      alternatives=_alternative_laws(t, y), backtest=_run_backtest(t, y, opts.holdout),
                      accuracy=accuracy or None, notes=notes)
 
 
 def _run_replicates(traj: Trajectory, n_boot: int, seed: int) -> np.ndarray | None:
-    """Resample runs with replacement and average: (B, T, 2) replicate mean trajectories."""
+    """Resample runs (known by their mean series) with replacement: (B, T, 2) replicate mean trajectories."""
     if traj.replicates_runs is None:
         return None
-    per_run = traj.replicates_runs
-    R = per_run.shape[0]
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, R, size=(n_boot, R))
-    return per_run[idx].mean(axis=1)
+    return pooled_replicates([run[:, None, :] for run in traj.replicates_runs], n_boot, seed)
 
 
 def fit_frame(frame: pd.DataFrame, *, options: FitOptions | None = None, label: str = "") -> FitResult:

@@ -8,11 +8,15 @@ from typing import Any
 
 import numpy as np
 
-from si_bench.fit._coupled import CoupledFit, curves
+from si_bench.fit._adequacy import adequacy
+from si_bench.fit._coupled import UNCERTAINTY_DOMAIN, CoupledFit, curves
+from si_bench.fit._intervals import COVERAGE_NOTE, interval_json
 from si_bench.options import Options, option
 
 COUPLED_QUANTITIES = ("rate", "solver_limit", "verifier_limit", "gap_limit", "alpha_over_beta", "alpha_k", "beta_k")
 MIN_FINITE_SHARE = 0.9
+LIMITS = ("rate", "solver_limit", "verifier_limit", "gap_limit")
+SECONDARY_METHOD = "percentile bootstrap (coverage not checked)"
 
 
 UNITS = ("total", "per_token")
@@ -99,15 +103,20 @@ class FitResult:
     # ---- core quantities -------------------------------------------------------------
     def quantity(self, name: str) -> dict:
         c = self.coupled
-        est = c.point[name]
-        ci, reason = boot_ci(c.boot.get(name))
-        out: dict[str, Any] = {"estimate": est, "ci95": ci}
+        if name in c.intervals:
+            domain = c.bounds if name == "rate" else (UNCERTAINTY_DOMAIN if name != "gap_limit" else (-math.inf, math.inf))
+            out = interval_json(c.point[name], c.intervals[name], kind="rate" if name == "rate" else "limit",
+                                domain=domain, bounds=c.bounds, method=c.interval_method)
+        else:
+            ci, reason = boot_ci(c.boot.get(name))
+            out = {"estimate": c.point[name], "ci95": ci, "method": SECONDARY_METHOD}
+            if reason:
+                out["reason"] = reason
         if name in c.se:
             out["se"] = c.se[name]
         if name == "rate" and c.at_bound:
-            reason = (reason + "; " if reason else "") + "rate at the edge of the search range (weakly identified)"
-        if reason:
-            out["reason"] = reason
+            out["reason"] = "; ".join(filter(None, [out.get("reason"),
+                                                    "rate at the edge of the search range (weakly identified)"]))
         return out
 
     def t_to_eps(self) -> dict:
@@ -139,18 +148,44 @@ class FitResult:
                 out["rate_unit"] = self.options.rate_unit or "round"
         out["t_to_eps"] = self.t_to_eps()
         out["r2"] = dict(c.r2)
+        if c.r2_gap_input is not None:
+            out["r2_gap_input"] = c.r2_gap_input
         out["n_points"] = int(len(c.t))
         out["unit"] = self.options.unit
+        out["interval"] = self.interval_info()
         out["bootstrap"] = {"kind": c.bootstrap, "n": int(len(c.boot.get("lam", []))),
-                            "interval": "percentile"}
+                            "used_for": "curve bands, secondary quantities" + (
+                                ", the rate and limits" if c.bootstrap == "replicates" else "")}
         out["linearisation"] = self.linearisation
         out["alternatives"] = self.alternatives
         out["backtest"] = self.backtest
+        out["adequacy"] = adequacy(self.backtest, self.linearisation, out)
+        for q in LIMITS:
+            out[q]["conditional"] = out["adequacy"]["conditional"]
         if self.accuracy:
             out["accuracy"] = self.accuracy
-        if self.notes:
-            out["notes"] = list(self.notes)
+        notes = list(self.notes)
+        if out["adequacy"]["conditional"]:
+            notes.append(f"the limits are conditional on the coupled law: {out['adequacy']['why']}")
+        if notes:
+            out["notes"] = notes
         return clean(out)
+
+    def interval_info(self) -> dict:
+        c = self.coupled
+        if c.bootstrap == "replicates":
+            includes = ("the variation the replicates resample (prompts measured at every t; seed runs when "
+                        "several are pooled) and residual misfit beyond it")
+            excludes = ("variation the replicates do not resample (seed-to-seed training noise of a single run), "
+                        "and whether the coupled law holds: limits extrapolate it (see adequacy)")
+        else:
+            includes = ("measurement noise as the residuals about the fitted law show it, widened when they are "
+                        "serially correlated")
+            excludes = ("noise shared by every t (the same prompts measured at each t), seed-to-seed training "
+                        "noise, and whether the coupled law holds: limits extrapolate it (see adequacy)")
+        return {"method": c.interval_method, "level": 0.95, "applies_to": list(LIMITS),
+                "secondary": SECONDARY_METHOD, "includes": includes, "excludes": excludes,
+                "serial_correlation": dict(c.serial), "coverage": COVERAGE_NOTE}
 
     def curve(self, t_grid) -> dict[str, np.ndarray]:
         c = self.coupled
