@@ -12,20 +12,12 @@ from typing import Any, Callable
 from si_bench import store, trajectories
 from si_bench.errors import SIBenchError
 from si_bench.evaluation import EvalConfig, EvalResult, evaluate
-from si_bench.fit import (
-    FitOptions,
-    SimulateConfig,
-    fit_frame,
-    fit_groups,
-    fit_store,
-    read_table,
-    simulation,
-    time_column,
-)
+from si_bench.fit import FitOptions, SimulateConfig, fit_frame, fit_groups, read_table, simulation, time_column
 from si_bench.merge import merge
 from si_bench.reports import leaderboard as board
 from si_bench.trainers.config import SelfImproveConfig
 from si_bench.trainers.rounds import SelfImproveRun
+from si_bench.trajectories import fit_store
 
 __all__ = ["EvalConfig", "EvalResult", "FitOptions", "SelfImproveConfig", "SimulateConfig", "evaluate", "run",
            "train_round", "list_runs", "run_points", "run_change", "fit", "fit_file", "leaderboard", "import_store", "simulate"]

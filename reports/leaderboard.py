@@ -1,6 +1,6 @@
 """The leaderboard files: leaderboard.md/.csv/.json, index.html, plots/*.png and data.parquet.
 
-The numbers come from the fit pipeline (si_bench.fit.fit_store); `frames` shapes them into four frames
+The numbers come from the fit pipeline (si_bench.trajectories.fit_store); `frames` shapes them into four frames
 (summary rows, fits rows, fitted curves, one meta row per trajectory). They travel in one long parquet
 file (column `kind`), so the whole leaderboard can be rebuilt from it alone.
 """
@@ -19,9 +19,10 @@ import pandas as pd
 from tabulate import tabulate
 
 from si_bench.errors import SIBenchError
-from si_bench.fit import FitEntry, clean, fit_rows
+from si_bench.fit import clean
 from si_bench.options import Options, option
 from si_bench.reports.tables import frame_records
+from si_bench.trajectories import FitEntry, fit_rows
 
 KINDS = ("summary", "fits", "curves", "meta")
 
