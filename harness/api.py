@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+import pandas as pd
+
 from si_bench import store, trajectories
 from si_bench.errors import SIBenchError
 from si_bench.evaluation import EvalConfig, EvalResult, evaluate
@@ -20,7 +22,8 @@ from si_bench.trainers.rounds import SelfImproveRun
 from si_bench.trajectories import fit_store
 
 __all__ = ["EvalConfig", "EvalResult", "FitOptions", "SelfImproveConfig", "SimulateConfig", "evaluate", "run",
-           "train_round", "list_runs", "run_points", "run_change", "fit", "fit_file", "leaderboard", "import_store", "simulate"]
+           "train_round", "list_runs", "run_points", "run_change", "fit", "fit_file", "leaderboard", "import_store",
+           "simulate"]
 
 Log = Callable[[str], None]
 
@@ -83,11 +86,12 @@ def fit_file(path: str | Path, options: FitOptions | None = None, *, group_by: s
 
 def leaderboard(db: str | None = store.DEFAULT_DB, out_dir: str | Path = "leaderboard", *,
                 options: FitOptions | None = None, from_parquet: str | Path | None = None,
-                save_fits: bool = True) -> dict:
+                save_fits: bool = True, reference: bool = True) -> dict:
     """Write the leaderboard into out_dir: leaderboard.md/.csv/.json, index.html, plots/*.png, data.parquet.
 
-    From a store, every trajectory is fitted with `options` (the fits saved unless save_fits=False);
-    from_parquet=PATH rebuilds the same files from an earlier data.parquet, without the store."""
+    From a store, every trajectory is fitted with `options`, runs that differ only in their seed pooled (the
+    fits saved unless save_fits=False); `reference` adds the paper's digitised curves as reference rows (never
+    written into the store). from_parquet=PATH rebuilds the same files from an earlier data.parquet."""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -95,8 +99,14 @@ def leaderboard(db: str | None = store.DEFAULT_DB, out_dir: str | Path = "leader
         raise SIBenchError(f"cannot create output directory {out}: {exc.strerror}") from None
     if from_parquet is not None:
         return board.publish_from(Path(from_parquet), out)
-    entries = fit_store(db, options or FitOptions(), save=save_fits)
-    return board.publish(board.frames(entries, trajectories.load_summary(db)), out)
+    options = options or FitOptions()
+    entries = fit_store(db, options, group_by="seed", save=save_fits)
+    summary = trajectories.load_summary(db)
+    if reference:
+        references = trajectories.reference_trajectories()
+        entries += [trajectories.fit_entry(tr, options) for tr in references]
+        summary = pd.concat([summary, trajectories.points_frame(references)], ignore_index=True)
+    return board.publish(board.frames(entries, summary), out)
 
 
 def import_store(source_db: str | Path, target_db: str | Path = store.DEFAULT_DB, *,

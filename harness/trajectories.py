@@ -185,7 +185,7 @@ def trajectories_frame(db: str | Path, *, unit: str = "total") -> pd.DataFrame:
         for name, values in series.items():
             if values is None:
                 continue
-            for t, v in zip(tr.t, values):
+            for t, v in zip(tr.t, values, strict=True):
                 rows.append({"run_id": tr.run_id, "model": tr.model, "dataset": tr.dataset, "split": tr.split,
                              "verifier": tr.verifier, "mode": tr.mode, "unit": tr.unit, "t_unit": tr.t_unit,
                              "t": float(t), "series": name, "value": float(v)})
@@ -323,3 +323,33 @@ def fit_store(db, options: FitOptions | None = None, *, group_by: str = "run", s
     if save:
         _save(db, entries, fit_rows(entries))
     return entries
+
+
+# --------------------------------------------------------------------------- the paper's curves, for reference
+
+REFERENCE_CSV = Path(__file__).parent / "data" / "reference" / "phi4_mini_figure4_digitized.csv"
+REFERENCE_SOURCE = "reference: digitised from the paper's figure (plot units), not measured here"
+
+
+def reference_trajectories() -> list[Trajectory]:
+    """The paper's Phi-4-mini training-split curves (Sun et al., Fig. 4), one trajectory per panel."""
+    from si_bench.fit import frame_to_trajectory, read_table
+
+    frame = read_table(REFERENCE_CSV)
+    out = []
+    for panel, rows in frame.groupby("panel", sort=True):
+        tr = frame_to_trajectory(rows.drop(columns=["panel"]), label=str(panel))
+        dataset, verifier = str(panel).split("_")
+        out.append(replace(tr, run_id=f"reference-{panel}", model="Phi-4-mini (Sun et al., ICLR 2026)",
+                           dataset=dataset, split="train", verifier=verifier, mode="fixed", t_unit="epoch",
+                           source=REFERENCE_SOURCE,
+                           eval_ids=[f"reference-{panel}@{t:g}" for t in tr.t]))
+    return out
+
+
+def points_frame(trajectories: list[Trajectory]) -> pd.DataFrame:
+    """Summary-like rows (eval_id, t and the series) for trajectories that have no evaluations in a store."""
+    rows = [{"eval_id": eid, "t": float(t), "solver_uncertainty": s, "verifier_uncertainty": v, "gap": s - v}
+            for tr in trajectories
+            for eid, t, s, v in zip(tr.eval_ids, tr.t, tr.solver_uncertainty, tr.verifier_uncertainty, strict=True)]
+    return pd.DataFrame(rows)

@@ -74,7 +74,8 @@ def test_accuracy_limits_flat_or_not_saturating_give_no_limit():
     v = 0.6 + 0.2 * np.exp(-0.5 * t)
     flat = 0.5 + rng.normal(0, 0.01, 8)
     linear = 0.1 + 0.05 * t + rng.normal(0, 0.005, 8)
-    acc = fit_trajectory(t, s, v, solver_accuracy=flat, verifier_accuracy=linear, options=FitOptions(n_boot=20)).to_json()
+    acc = fit_trajectory(t, s, v, solver_accuracy=flat, verifier_accuracy=linear,
+                         options=FitOptions(n_boot=20)).to_json()
     acc = _strict_json(acc)["accuracy"]
     assert acc["solver"]["limit"]["estimate"] is None and "no limit identified" in acc["solver"]["limit"]["reason"]
     lim = acc["verifier"]["limit"]

@@ -31,7 +31,8 @@ def test_one_trajectory_per_run_split_ordered_by_t(two_runs):
     assert a.key == "run-a|gsm8k|test|self|total"
     assert list(a.t) == [0, 1, 2, 3, 4, 5] and a.t_unit == "round" and a.mode == "regenerate"
     assert a.model == "tiny" and a.verifier == "self" and a.n_points == 6 and a.n_prompts == 40
-    s = store.query(two_runs, "SELECT solver_uncertainty, verifier_uncertainty, solver_accuracy FROM summary WHERE run_id = 'run-a' AND split = 'test' "
+    s = store.query(two_runs, "SELECT solver_uncertainty, verifier_uncertainty, solver_accuracy FROM summary "
+                              "WHERE run_id = 'run-a' AND split = 'test' "
                               "ORDER BY t")
     np.testing.assert_allclose(a.solver_uncertainty, s["solver_uncertainty"])
     np.testing.assert_allclose(a.verifier_uncertainty, s["verifier_uncertainty"])
@@ -55,7 +56,8 @@ def test_replicates_resample_prompts_paired_over_t(two_runs):
     reps = a.replicates(300, seed=1)
     assert reps.shape == (300, 6, 2) and np.isfinite(reps).all()
     np.testing.assert_array_equal(reps, a.replicates(300, seed=1))  # seeded
-    np.testing.assert_allclose(reps.mean(axis=0)[:, 0], a.solver_uncertainty, atol=3 * reps.std(axis=0)[:, 0].max() / 10)
+    np.testing.assert_allclose(reps.mean(axis=0)[:, 0], a.solver_uncertainty,
+                               atol=3 * reps.std(axis=0)[:, 0].max() / 10)
     sd = reps.std(axis=0)
     assert np.all(sd > 0) and np.all(sd[:, 0] < 0.1 * TOKENS)
     # the same prompts at every t: replicate deviations are strongly correlated over time

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from si_bench.fit._coupled import CoupledFit
 from si_bench.fit._fitting import fit_frame, fit_groups, fit_series, fit_trajectory
-from si_bench.fit._frames import MIN_POINTS, read_table, time_column
+from si_bench.fit._frames import MIN_POINTS, frame_to_trajectory, read_table, time_column
 from si_bench.fit._replicates import pooled_replicates
 from si_bench.fit._result import FitOptions, FitResult, GroupFitResult, clean
 from si_bench.fit._simulate import SimulateConfig, compare_allocations, predicted_limits, simulate, simulation
@@ -25,5 +25,6 @@ from si_bench.fit._trajectory import Trajectory
 
 __all__ = ["fit_trajectory", "fit_groups", "fit_frame", "simulate", "simulation", "compare_allocations",
            "predicted_limits", "FitOptions", "FitResult", "GroupFitResult", "CoupledFit", "SimulateConfig",
-           "Trajectory", "fit_series", "clean", "read_table", "time_column", "MIN_POINTS", "pooled_replicates"]
+           "Trajectory", "fit_series", "frame_to_trajectory", "clean", "read_table", "time_column", "MIN_POINTS",
+           "pooled_replicates"]
 

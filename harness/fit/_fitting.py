@@ -19,10 +19,6 @@ from si_bench.fit._trajectory import Trajectory
 MAX_MAGNITUDE = 1e100  # squares of larger values overflow the least-squares sums
 MAX_SPACING_RATIO = 1e6
 
-__all__ = ["fit_trajectory", "fit_groups", "fit_frame", "simulate", "compare_allocations", "predicted_limits",
-           "FitOptions", "FitResult", "GroupFitResult", "CoupledFit", "pooled_replicates"]
-
-
 def _as_array(name: str, x, n: int | None = None) -> np.ndarray:
     try:
         a = np.asarray(x, dtype=float).reshape(-1)
@@ -53,7 +49,8 @@ def _check_ranges(t: np.ndarray, series: dict[str, np.ndarray | None]) -> None:
         if name in ("solver", "verifier") and np.ptp(y) <= 1e-12 * np.max(np.abs(y)):
             raise SIBenchError(f"the {name} series is constant: the exponential fit is undefined")
         if name in ("solver", "verifier") and np.ptp(y) < 1.0 / MAX_MAGNITUDE:
-            raise SIBenchError(f"{name}: values vary by only {np.ptp(y):.3g}, below {1.0 / MAX_MAGNITUDE:g}; rescale them")
+            raise SIBenchError(f"{name}: values vary by only {np.ptp(y):.3g}, below {1.0 / MAX_MAGNITUDE:g}; "
+                               "rescale them")
 
 
 def fit_trajectory(t, solver, verifier, *, gap=None, solver_accuracy=None, verifier_accuracy=None,

@@ -28,14 +28,16 @@ def read_table(path: str | Path) -> pd.DataFrame:
             return pd.read_json(p, lines=p.suffix.lower() == ".jsonl")
         return pd.read_csv(p)
     except Exception as exc:  # noqa: BLE001 - any parse problem is a user error
-        raise SIBenchError(f"cannot read {p}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        raise SIBenchError(f"cannot read {p}: {type(exc).__name__}: {first_line}") from None
 
 
 def time_column(df: pd.DataFrame) -> str:
     for c in TIME_COLUMNS:
         if c in df.columns:
             return c
-    raise SIBenchError(f"missing time column: need one of {', '.join(TIME_COLUMNS)} (found: {', '.join(map(str, df.columns))})")
+    raise SIBenchError(f"missing time column: need one of {', '.join(TIME_COLUMNS)} "
+                       f"(found: {', '.join(map(str, df.columns))})")
 
 
 def is_long(df: pd.DataFrame) -> bool:
@@ -50,7 +52,8 @@ def _numeric(df: pd.DataFrame, col: str, row_offset: int = 2) -> np.ndarray:
         raw = df[col].iloc[i]
         # row numbers as in the file: header is line 1
         line = df.index[i] + row_offset if isinstance(df.index[i], (int, np.integer)) else df.index[i]
-        raise SIBenchError(f"non-finite or non-numeric value {raw!r} in column '{col}' at row {line} (file line, header = 1)")
+        raise SIBenchError(f"non-finite or non-numeric value {raw!r} in column '{col}' at row {line} "
+                           "(file line, header = 1)")
     return vals
 
 
@@ -128,7 +131,8 @@ def long_to_trajectory(df: pd.DataFrame, label: str = "") -> Trajectory:
     piv = work.pivot(index="t", columns="series", values="y").sort_index()
     both = piv[["solver", "verifier"]].dropna()
     if len(both) < len(piv[["solver", "verifier"]].dropna(how="all")):
-        raise SIBenchError("solver and verifier rows must share the same t values" + (f" (group {label})" if label else ""))
+        raise SIBenchError("solver and verifier rows must share the same t values"
+                           + (f" (group {label})" if label else ""))
     tt = both.index.to_numpy(dtype=float)
     s, v = both["solver"].to_numpy(), both["verifier"].to_numpy()
     _check_series(tt, s, v, label)
