@@ -11,9 +11,8 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from si_bench import store, trajectories
-from si_bench.errors import SIBenchError
-from si_bench.evaluation import EvalConfig, EvalResult, evaluate
+from si_bench import evaluation, store, trajectories
+from si_bench.evaluation import EvalConfig, EvalResult
 from si_bench.fit import FitOptions, SimulateConfig, fit_frame, fit_groups, read_table, simulation, time_column
 from si_bench.merge import merge
 from si_bench.reports import leaderboard as board
@@ -28,22 +27,31 @@ __all__ = ["EvalConfig", "EvalResult", "FitOptions", "SelfImproveConfig", "Simul
 Log = Callable[[str], None]
 
 
+def evaluate(cfg: EvalConfig | None = None, *, db: str = store.DEFAULT_DB, progress: Any = None) -> EvalResult:
+    """Run (or resume, or look up) one evaluation: sample, self-verify, pick, measure, store."""
+    store.check_writable(db)
+    store.check_intact(db)
+    return evaluation.evaluate(cfg, db=db, progress=progress)
+
+
 def run(cfg: SelfImproveConfig, *, seeds: list[int] | None = None, db: str = store.DEFAULT_DB,
         workdir: str | None = None, progress: Any = None, log: Log = print) -> list[str]:
     """Start or continue self-improvement runs (one per seed); return their run ids."""
     from dataclasses import replace
 
-    run_ids = []
-    for seed in seeds or [cfg.seed]:
-        job = SelfImproveRun(replace(cfg, seed=seed), db, workdir=workdir, progress=progress, log=log)
+    store.check_writable(db)
+    store.check_intact(db)
+    jobs = [SelfImproveRun(replace(cfg, seed=seed), db, workdir=workdir, progress=progress, log=log)
+            for seed in seeds or [cfg.seed]]  # every seed's input checked before any work
+    for job in jobs:
         job.run()
-        run_ids.append(job.run_id)
-    return run_ids
+    return [job.run_id for job in jobs]
 
 
 def train_round(run_id: str, *, db: str = store.DEFAULT_DB, workdir: str | None = None, progress: Any = None,
                 log: Log = print) -> int:
     """One more round (or half epoch) of an existing run, with its test measurement; returns the step number."""
+    store.check_intact(db)
     return SelfImproveRun.load(run_id, db, workdir=workdir, progress=progress, log=log).next_step()
 
 
@@ -66,6 +74,7 @@ def fit(db: str = store.DEFAULT_DB, options: FitOptions | None = None, *, group_
         save: bool = True) -> dict:
     """Fit every stored trajectory (saved into `fits`); {"db", "unit", "n_fitted", "trajectories": [...]}."""
     options = options or FitOptions()
+    store.check_intact(db)
     entries = fit_store(db, options, group_by=group_by, save=save)
     return {"db": str(db), "unit": options.unit, "n_fitted": sum(e.result is not None for e in entries),
             "trajectories": [e.to_json() for e in entries]}
@@ -92,13 +101,10 @@ def leaderboard(db: str | None = store.DEFAULT_DB, out_dir: str | Path = "leader
     From a store, every trajectory is fitted with `options`, runs that differ only in their seed pooled (the
     fits saved unless save_fits=False); `reference` adds the paper's digitised curves as reference rows (never
     written into the store). from_parquet=PATH rebuilds the same files from an earlier data.parquet."""
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SIBenchError(f"cannot create output directory {out}: {exc.strerror}") from None
+    out = board.output_dir(out_dir)
     if from_parquet is not None:
         return board.publish_from(Path(from_parquet), out)
+    store.check_intact(db)
     options = options or FitOptions()
     entries = fit_store(db, options, group_by="seed", save=save_fits)
     summary = trajectories.load_summary(db)
@@ -113,6 +119,8 @@ def import_store(source_db: str | Path, target_db: str | Path = store.DEFAULT_DB
                  on_conflict: str = "refuse") -> dict:
     """Merge another si-bench store into target_db in one transaction; {table: {"added", "updated"}}.
     A row that differs in both stores refuses the import unless on_conflict is "theirs" or "ours"."""
+    store.check_intact(source_db)
+    store.check_intact(target_db)
     return merge(source_db, target_db, on_conflict)
 
 

@@ -168,10 +168,7 @@ def _connect(path: str | Path, read_only: bool, config: dict | None = None) -> d
     if read_only and not path.exists():
         raise SIBenchError(f"no database at {path}")
     if not read_only:
-        if path.exists() and not _writable(path):
-            raise SIBenchError(f"database {path} is not writable")
-        if not path.parent.exists() or not _writable(path.parent):
-            raise SIBenchError(f"cannot create database {path}: {path.parent} is not a writable directory")
+        check_writable(path)
     deadline = time.monotonic() + LOCK_RETRY_SECONDS
     while True:
         try:
@@ -184,6 +181,15 @@ def _connect(path: str | Path, read_only: bool, config: dict | None = None) -> d
                     f"database {path} is held by another process (tried for {LOCK_RETRY_SECONDS:.0f} s)"
                 ) from None
             time.sleep(0.2)
+
+
+def check_writable(path: str | Path) -> None:
+    """The store can be written (or created): checked before any work that would end in writing it."""
+    path = Path(path)
+    if path.exists() and not _writable(path):
+        raise SIBenchError(f"database {path} is not writable")
+    if not path.parent.exists() or not _writable(path.parent):
+        raise SIBenchError(f"cannot create database {path}: {path.parent} is not a writable directory")
 
 
 def _writable(path: Path) -> bool:

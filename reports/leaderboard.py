@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,10 +53,14 @@ class PublishOptions(Options):
     """Where and how the leaderboard is written."""
 
     out: str = option("leaderboard", "Output directory.")
-    from_parquet: str | None = option(None, "Rebuild from an earlier data.parquet export instead of the store.")
     save_fits: bool = option(True, "Save the fits into the store.", flag="--save-fits/--no-save-fits")
     reference: bool = option(True, "Add the paper's Phi-4-mini curves (digitised from its figure) as reference rows.",
                              flag="--reference/--no-reference")
+
+
+@dataclass
+class RebuildOptions(Options):
+    from_parquet: str | None = option(None, "Rebuild from an earlier data.parquet export instead of the store.")
 
 
 FIT_COLUMNS = ["fit_key", "run_id", "dataset", "split", "verifier", "unit", "law", "quantity", "estimate", "ci_low",
@@ -93,6 +98,18 @@ def frames(entries: list[FitEntry], summary: pd.DataFrame) -> dict[str, pd.DataF
     return {"summary": summary, "fits": fits,
             "curves": pd.concat(curves, ignore_index=True) if curves else pd.DataFrame({"fit_key": [], "curve_t": []}),
             "meta": pd.DataFrame([_meta(e) for e in entries])}
+
+
+def output_dir(out_dir: str | Path) -> Path:
+    """The leaderboard's folder, made now: an unwritable --out fails before any fitting."""
+    out = Path(out_dir)
+    try:
+        (out / "plots").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SIBenchError(f"cannot create output directory {out}: {exc.strerror}") from None
+    if not os.access(out, os.W_OK):
+        raise SIBenchError(f"output directory {out} is not writable")
+    return out
 
 
 def publish(data: dict[str, pd.DataFrame], out_dir: Path) -> dict:

@@ -71,6 +71,7 @@ class SelfImproveRun:
         self.cfg, self.db, self.progress, self.log = cfg, db, progress, log
         self.run_id = cfg.run_id
         self.workdir = Path(workdir or Path(db).resolve().parent / "si-bench-runs") / self.run_id
+        self._check_workdir()
         self.dataset = get_dataset(cfg.dataset)
         self.base = resolve_model(cfg.model)
         self.timings: dict[str, float] = {}
@@ -80,15 +81,13 @@ class SelfImproveRun:
         # Everything that can fail on the user's input fails here, before anything is written.
         self.external_counts()
         check_source(cfg.external)
-        self._check_workdir()
 
     def _check_workdir(self) -> None:
-        try:
-            self.workdir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SIBenchError(f"cannot create the work directory {self.workdir}: {exc.strerror}") from None
-        if not os.access(self.workdir, os.W_OK):
-            raise SIBenchError(f"the work directory {self.workdir} is not writable")
+        """The work directory can be created and written; nothing is made before the first checkpoint."""
+        existing = next(p for p in (self.workdir, *self.workdir.parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK):
+            raise SIBenchError(f"cannot create the work directory {self.workdir}: {existing} is not a writable "
+                               "directory")
 
     def external_counts(self) -> list[int]:
         """External items per round (regenerate mode), from the budget and the allocation's shares."""

@@ -92,6 +92,7 @@ def fine_tune(parent: ModelRef, rows: list[dict], target: Path, cfg: SelfImprove
 
         trainer.remove_callback(PrinterCallback)  # losses go to the store, not to stdout
         result = trainer.train()
+        faults.point("checkpoint_save")
         trainer.model.save_pretrained(scratch / "model")
         if not cfg.lora:
             tokenizer.save_pretrained(scratch / "model")

@@ -55,6 +55,7 @@ def options_command(*classes: type) -> Callable[[Callable[..., None]], Callable[
             fn(*(cls(**{f.name: values[f.name] for f in fields(cls)}) for cls in classes))
 
         command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command.option_classes = classes  # type: ignore[attr-defined]
         command.__doc__ = fn.__doc__
         command.__name__ = fn.__name__
         return command

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from si_bench.cli._options import options_command
 from si_bench.fit import FitOptions
-from si_bench.reports.leaderboard import PublishOptions
+from si_bench.reports.leaderboard import PublishOptions, RebuildOptions
 from si_bench.store import StoreOptions
 
 
-@options_command(StoreOptions, PublishOptions, FitOptions)
-def command(where: StoreOptions, publish: PublishOptions, options: FitOptions) -> None:
+@options_command(StoreOptions, PublishOptions, RebuildOptions, FitOptions)
+def command(where: StoreOptions, publish: PublishOptions, rebuild: RebuildOptions, options: FitOptions) -> None:
     """Write the leaderboard: leaderboard.md/.csv/.json, index.html, per-run plots and data.parquet.
 
     Fits every run's trajectory in --db exactly as `si-bench fit` does (runs with fewer than 4 points are listed
@@ -20,6 +20,6 @@ def command(where: StoreOptions, publish: PublishOptions, options: FitOptions) -
 
     from si_bench import api
 
-    res = api.leaderboard(where.db, publish.out, options=options, from_parquet=publish.from_parquet,
+    res = api.leaderboard(where.db, publish.out, options=options, from_parquet=rebuild.from_parquet,
                           save_fits=publish.save_fits, reference=publish.reference)
     typer.echo(f"leaderboard: {res['rows']} rows -> {res['out_dir']}/ ({len(res['files'])} files; open index.html)")

@@ -134,7 +134,7 @@ class SimulateConfig(Options):
     alpha: float = option(help="Solver learning coefficient (alpha > beta).", above=0)
     beta: float = option(help="Verifier learning coefficient (beta >= 0).", min=0)
     k: float = option(help="Energy slope k > 0 (E = k G - b).", above=0)
-    b: float = option(help="Energy offset b (the gap limit is b/k).", min=-1e300, max=1e300)
+    b: float = option(help="Energy offset b (the gap limit is b/k); any finite number.")
     us0: float = option(help="Initial solver uncertainty.", min=0, max=1e300)
     uv0: float = option(help="Initial verifier uncertainty.", min=0, max=1e300)
     rounds: int = option(10, "Number of rounds.", min=1, max=MAX_ROUNDS)
