@@ -31,6 +31,7 @@ class Spec:
     check: Callable[[Any], None] | None = None  # raises SIBenchError for a bad value
     in_id: bool | str = True  # enters the id of what it configures: True, False, or "non-default"
     why: str = ""  # for a `differs` override: why this command's default is another
+    hidden: bool = False  # state a config records (in the store), not a flag
 
     def names(self, name: str) -> tuple[str, ...]:
         return (self.flag or "--" + name.replace("_", "-"), *self.aliases)

@@ -60,6 +60,8 @@ def bad_arguments(command: str) -> list[tuple[str, list[str]]]:
         for f in fields(cls):
             spec = spec_of(cls, f.name)
             flag = spec.names(f.name)[0]
+            if spec.hidden:
+                continue
             if f.name in EXPLICIT:
                 cases.append((f.name, EXPLICIT[f.name]))
             elif spec.choices is not None:

@@ -116,3 +116,32 @@ def test_cli_simulate(tmp_path):
     r = CliRunner().invoke(app, args + ["--shares", "0.5,0.4,0,0,0,0,0,0,0,0", "--gamma", "0.5"])
     assert r.exit_code != 0
     assert isinstance(r.exception, SIBenchError) and "sum to 1" in str(r.exception)
+
+
+def test_late_is_round_ceil_0_8_k():
+    from si_bench.fit import allocation_shares, late_round
+
+    assert late_round(10) == 8 and late_round(5) == 4 and late_round(3) == 3 and late_round(1) == 1
+    assert allocation_shares("late", 10) == [0.0] * 7 + [1.0, 0.0, 0.0]
+    out = compare_allocations(**PAPER, rounds=10, gamma=0.5)
+    assert out["late_round"] == 8
+
+
+def test_closed_form_limit_matches_the_simulator():
+    for gamma in (0.05, 0.5):
+        out = compare_allocations(**PAPER, rounds=10, gamma=gamma)
+        for name, simulated in out["converged_solver"].items():
+            assert out["closed_form_limit"][name] == pytest.approx(simulated, rel=1e-9, abs=1e-12), (gamma, name)
+
+
+def test_timing_effect_is_first_order_in_gamma():
+    """At gamma = 0.05 the allocations' converged limits differ by about 18% of the gain (not ~gamma^2)."""
+    small = compare_allocations(**PAPER, rounds=10, gamma=0.05)
+    assert 0.15 < small["difference_over_gain_converged"] < 0.21
+
+
+def test_parameters_that_drive_an_uncertainty_below_zero_are_an_error():
+    with pytest.raises(SIBenchError, match="below 0"):
+        compare_allocations(**PAPER, rounds=10, gamma=2.0)
+    with pytest.raises(SIBenchError, match="below 0"):
+        simulate(**PAPER, rounds=10, shares=[1.0] + [0.0] * 9, gamma=2.0)

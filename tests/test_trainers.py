@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -136,6 +137,18 @@ def test_budget_allocation_accounting():
     assert per_round_counts([0.25] * 4, 10) == [3, 3, 2, 2]
     assert sum(per_round_counts([0.1, 0.2, 0.3, 0.4], 17)) == 17
     assert SelfImproveConfig(rounds=3, external="ground-truth", budget=3, allocation="late").shares() == [0, 0, 1]
+    assert SelfImproveConfig(rounds=5, external="ground-truth", budget=3, allocation="late").shares() == [0, 0, 0, 1, 0]
+
+
+def test_a_run_keeps_the_shares_it_was_made_with():
+    late = SelfImproveConfig(rounds=5, external="ground-truth", budget=3, allocation="late")
+    stored = json.loads(late.resolved().to_json())
+    assert stored["external_shares"] == [0, 0, 0, 1, 0]
+    assert SelfImproveConfig.from_json(json.dumps(stored)).shares() == [0, 0, 0, 1, 0]
+    # a run stored before late meant round ceil(0.8 K) keeps its last-round meaning
+    del stored["external_shares"]
+    assert SelfImproveConfig.from_json(json.dumps(stored)).shares() == [0, 0, 0, 0, 1]
+    assert late.resolved().run_id == late.run_id  # resolving changes no id
 
 
 def test_external_data_follows_budget_and_ignores_correctness(tmp_path, tiny_model):

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 from si_bench.errors import SIBenchError
 from si_bench.evaluation import EvalConfig, SamplingConfig
+from si_bench.fit import allocation_shares
 from si_bench.options import Options, differs, option
 
 MODES = ("regenerate", "fixed")
-ALLOCATIONS = ("early", "uniform", "late")
 RETIRED_FIELDS = ("extra",)  # in configs stored by earlier versions; never part of a run id
 
 
@@ -52,6 +52,8 @@ class SelfImproveConfig(SamplingConfig):
     grad_accum: int = option(1, "SFT gradient accumulation steps.", min=1)
     keep_checkpoints: str = option("all", "Keep all checkpoints or only the last.", choices=("all", "last"),
                                    in_id=False)
+    external_shares: list[float] | None = option(None, "The external budget's share per round, as resolved when the "
+                                                       "run was made.", in_id=False, hidden=True)
 
     def check(self) -> None:
         if self.external and self.mode == "fixed":
@@ -66,25 +68,9 @@ class SelfImproveConfig(SamplingConfig):
         return self.lora_alpha if self.lora_alpha is not None else 2 * self.lora_r
 
     def shares(self) -> list[float]:
-        """The external budget's share per round."""
-        k = self.rounds
-        if self.allocation == "early":
-            return [1.0] + [0.0] * (k - 1)
-        if self.allocation == "late":
-            return [0.0] * (k - 1) + [1.0]
-        if self.allocation == "uniform":
-            return [1.0 / k] * k
-        try:
-            shares = [float(x) for x in self.allocation.split(",")]
-        except ValueError:
-            raise SIBenchError(
-                f"--allocation must be early, uniform, late or {k} comma-separated shares, got {self.allocation!r}"
-            ) from None
-        if len(shares) != k:
-            raise SIBenchError(f"--allocation has {len(shares)} shares for {k} rounds")
-        if any(not s >= 0 for s in shares) or abs(sum(shares) - 1) > 1e-6:
-            raise SIBenchError(f"--allocation shares must be >= 0 and sum to 1 (they sum to {sum(shares):g})")
-        return shares
+        """The external budget's share per round: resolved when the run was made, so that an existing run keeps
+        the meaning its allocation had then."""
+        return self.external_shares or allocation_shares(self.allocation, self.rounds)
 
     def eval_config(self, split: str, limit: int | None) -> EvalConfig:
         """The evaluation of one of this run's checkpoints: the shared settings, a split and its size."""
@@ -112,11 +98,18 @@ class SelfImproveConfig(SamplingConfig):
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
+    def resolved(self) -> "SelfImproveConfig":
+        """This configuration with its allocation resolved into shares (what a new run stores)."""
+        return replace(self, external_shares=self.shares()) if self.external else self
+
     @classmethod
     def from_json(cls, text: str) -> "SelfImproveConfig":
         stored = json.loads(text)
         for name in RETIRED_FIELDS:
             stored.pop(name, None)
+        if stored.get("external") and stored.get("allocation") == "late" and "external_shares" not in stored:
+            # Stored before schema v3, when late meant the last round: the run keeps that meaning.
+            stored["external_shares"] = [0.0] * (stored["rounds"] - 1) + [1.0]
         return cls(**stored)
 
 

@@ -15,7 +15,7 @@ import random
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +68,9 @@ class SelfImproveRun:
 
     def __init__(self, cfg: SelfImproveConfig, db: str = store.DEFAULT_DB, workdir: str | None = None,
                  progress: Any = None, log: Any = print):
-        self.cfg, self.db, self.progress, self.log = cfg, db, progress, log
+        self.db, self.progress, self.log = db, progress, log
         self.run_id = cfg.run_id
+        self.cfg = self._with_shares(cfg)
         self.workdir = Path(workdir or Path(db).resolve().parent / "si-bench-runs") / self.run_id
         self._check_workdir()
         self.dataset = get_dataset(cfg.dataset)
@@ -81,6 +82,15 @@ class SelfImproveRun:
         # Everything that can fail on the user's input fails here, before anything is written.
         self.external_counts()
         check_source(cfg.external)
+
+    def _with_shares(self, cfg: SelfImproveConfig) -> SelfImproveConfig:
+        """The external budget's shares as the run stored them when it was made (new runs resolve them now)."""
+        if not cfg.external:
+            return cfg
+        stored = store.query(self.db, "SELECT config FROM runs WHERE run_id = ?", [self.run_id]) \
+            if Path(self.db).exists() else None
+        source = SelfImproveConfig.from_json(stored.config[0]) if stored is not None and len(stored) else cfg
+        return replace(cfg, external_shares=source.shares())
 
     def _check_workdir(self) -> None:
         """The work directory can be created and written; nothing is made before the first checkpoint."""

@@ -44,6 +44,8 @@ def options_command(*classes: type) -> Callable[[Callable[..., None]], Callable[
         params = []
         for cls in classes:
             for f in fields(cls):
+                if spec_of(cls, f.name).hidden:
+                    continue
                 if f.name in owners:
                     raise TypeError(f"option {f.name!r} is declared by both {owners[f.name].__name__} and "
                                     f"{cls.__name__}")
@@ -52,7 +54,7 @@ def options_command(*classes: type) -> Callable[[Callable[..., None]], Callable[
         params.sort(key=lambda p: not isinstance(p.default, typer.models.ArgumentInfo))
 
         def command(**values: Any) -> None:
-            fn(*(cls(**{f.name: values[f.name] for f in fields(cls)}) for cls in classes))
+            fn(*(cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values}) for cls in classes))
 
         command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         command.option_classes = classes  # type: ignore[attr-defined]

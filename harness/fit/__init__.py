@@ -20,11 +20,20 @@ from si_bench.fit._fitting import fit_frame, fit_groups, fit_series, fit_traject
 from si_bench.fit._frames import MIN_POINTS, frame_to_trajectory, read_table, time_column
 from si_bench.fit._replicates import pooled_replicates
 from si_bench.fit._result import FitOptions, FitResult, GroupFitResult, clean
-from si_bench.fit._simulate import SimulateConfig, compare_allocations, predicted_limits, simulate, simulation
+from si_bench.fit._simulate import (
+    SimulateConfig,
+    allocation_shares,
+    compare_allocations,
+    converged_limit,
+    late_round,
+    predicted_limits,
+    simulate,
+    simulation,
+)
 from si_bench.fit._trajectory import Trajectory
 
 __all__ = ["fit_trajectory", "fit_groups", "fit_frame", "simulate", "simulation", "compare_allocations",
            "predicted_limits", "FitOptions", "FitResult", "GroupFitResult", "CoupledFit", "SimulateConfig",
            "Trajectory", "fit_series", "frame_to_trajectory", "clean", "read_table", "time_column", "MIN_POINTS",
-           "pooled_replicates"]
+           "pooled_replicates", "allocation_shares", "late_round", "converged_limit"]
 

@@ -10,6 +10,7 @@ closed-form step of length dt.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,30 +89,86 @@ def simulate(alpha: float, beta: float, k: float, b: float, us0: float, uv0: flo
     for r in range(rounds):
         uv_eff = v[r] / (1.0 + gamma * eta[r])
         s[r + 1], v[r + 1] = _step(s[r], uv_eff, alpha, beta, k, b, dt)
+        _check_nonnegative(t[r + 1], s[r + 1], v[r + 1])
     return pd.DataFrame({"t": t, "solver_uncertainty": s, "verifier_uncertainty": v, "gap": s - v,
                          "external_share": np.concatenate([[0.0], eta])})
 
 
+def _check_nonnegative(t: float, us: float, uv: float) -> None:
+    """Uncertainties are negative log-likelihoods: a model that drives one below 0 is not this one."""
+    if us < 0 or uv < 0:
+        which = "U_s" if us < 0 else "U_v"
+        raise SIBenchError(f"these parameters drive {which} below 0 at t = {t:g} ({min(us, uv):.4g}): an uncertainty "
+                           "is an NLL (>= 0); lower gamma or the external share, or raise b")
+
+
+ALLOCATIONS = ("early", "uniform", "late")
+LATE_SHARE = 0.8  # the paper's late allocation: round 8 of 10
+
+
+def late_round(rounds: int) -> int:
+    """The round (1-based) the late allocation spends the whole budget in: ceil(0.8 K), as the paper's 8 of 10."""
+    return max(1, math.ceil(round(LATE_SHARE * rounds, 9)))
+
+
+def allocation_shares(allocation: str, rounds: int) -> list[float]:
+    """The budget's share per round: early (all in round 1), uniform, late (all in round ceil(0.8 K)), or
+    comma-separated shares summing to 1."""
+    if allocation == "early":
+        return [1.0] + [0.0] * (rounds - 1)
+    if allocation == "uniform":
+        return [1.0 / rounds] * rounds
+    if allocation == "late":
+        return [1.0 if r == late_round(rounds) else 0.0 for r in range(1, rounds + 1)]
+    try:
+        shares = [float(x) for x in allocation.split(",")]
+    except ValueError:
+        raise SIBenchError(f"--allocation must be early, uniform, late or {rounds} comma-separated shares, got "
+                           f"{allocation!r}") from None
+    if len(shares) != rounds:
+        raise SIBenchError(f"--allocation has {len(shares)} shares for {rounds} rounds")
+    if any(not x >= 0 for x in shares) or abs(sum(shares) - 1) > 1e-6:
+        raise SIBenchError(f"--allocation shares must be >= 0 and sum to 1 (they sum to {sum(shares):g})")
+    return shares
+
+
 def allocations(rounds: int) -> dict[str, np.ndarray]:
-    early = np.zeros(rounds)
-    early[0] = 1.0
-    late = np.zeros(rounds)
-    late[-1] = 1.0
-    return {"early": early, "uniform": np.full(rounds, 1.0 / rounds), "late": late}
+    return {name: np.asarray(allocation_shares(name, rounds)) for name in ALLOCATIONS}
+
+
+def converged_limit(alpha: float, beta: float, k: float, b: float, us0: float, uv0: float, trajectory: pd.DataFrame,
+                    gamma: float) -> float:
+    """The solver limit after the injections of a simulated cross-improvement trajectory, in closed form.
+
+    Between injections alpha U_v - beta U_s is conserved, and U_s,inf = (alpha U_v - beta U_s + alpha b/k) /
+    (alpha - beta); an injection lowers U_v by U_v gamma eta / (1 + gamma eta), so
+        U_s,inf^c = U_s,inf - alpha / (alpha - beta) * sum_t U_v(t-1) gamma eta_t / (1 + gamma eta_t)."""
+    eta = trajectory["external_share"].to_numpy()[1:]
+    before = trajectory["verifier_uncertainty"].to_numpy()[:-1]
+    drop = float(np.sum(before * gamma * eta / (1.0 + gamma * eta)))
+    return predicted_limits(alpha, beta, k, b, us0, uv0)["solver_limit"] - alpha / (alpha - beta) * drop
 
 
 def compare_allocations(alpha: float, beta: float, k: float, b: float, us0: float, uv0: float, rounds: int,
                         gamma: float, dt: float = 1.0) -> dict:
     """Solver uncertainty for the same external-data budget spent early (all in round 1), uniformly, or late
-    (all in the last round). `final_solver`: after the last round; `converged_solver`: the limit reached if
-    self-improvement continues after the last round without external data (Proposition 5.1 concerns this:
-    it depends on the total external data and only weakly, through U_v at injection time, on timing)."""
-    out: dict = {"final_solver": {}, "converged_solver": {}}
+    (all in round ceil(0.8 K)). `final_solver`: after the last round; `converged_solver`: the limit reached if
+    self-improvement continues without external data; `closed_form_limit`: the same limit from
+    `converged_limit`.
+
+    When timing barely matters (the paper's Proposition 5.1): an injection lowers U_v by U_v gamma eta / (1 +
+    gamma eta), so the limit depends on the budget through sum_t U_v(t-1) gamma eta_t / (1 + gamma eta_t). It
+    is independent of timing only when gamma eta is small (the sum is then about gamma sum_t U_v(t-1) eta_t) and
+    U_v is roughly constant over the rounds that receive data. Early injections meet a larger U_v than late
+    ones, so in this model the timing effect is first order in gamma."""
+    out: dict = {"final_solver": {}, "converged_solver": {}, "closed_form_limit": {},
+                 "late_round": late_round(int(rounds))}
     for name, eta in allocations(int(rounds)).items():
         df = simulate(alpha, beta, k, b, us0, uv0, rounds, shares=eta, gamma=gamma, dt=dt)
         us, uv = float(df["solver_uncertainty"].iloc[-1]), float(df["verifier_uncertainty"].iloc[-1])
         out["final_solver"][name] = us
         out["converged_solver"][name] = predicted_limits(alpha, beta, k, b, us, uv)["solver_limit"]
+        out["closed_form_limit"][name] = converged_limit(alpha, beta, k, b, us0, uv0, df, gamma)
     base = simulate(alpha, beta, k, b, us0, uv0, rounds, dt=dt)
     out["no_external_data"] = {"final_solver": float(base["solver_uncertainty"].iloc[-1]),
                                "converged_solver": predicted_limits(alpha, beta, k, b, us0, uv0)["solver_limit"]}
