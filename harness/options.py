@@ -113,11 +113,6 @@ class Options:
     def check(self) -> None:
         """Rules across options; subclasses override."""
 
-    def changed(self) -> dict[str, Any]:
-        """The options that differ from their defaults."""
-        return {f.name: getattr(self, f.name) for f in fields(self)  # type: ignore[arg-type]
-                if getattr(self, f.name) != default_of(f)}
-
     def identity(self) -> dict[str, Any]:
         """The options that enter an id: always (in_id=True), or only when not at their default."""
         out = {}
@@ -126,7 +121,3 @@ class Options:
             if rule is True or (rule == "non-default" and value != default_of(f)):
                 out[f.name] = value
         return out
-
-
-def flag_of(cls: type, name: str) -> str:
-    return spec_of(cls, name).names(name)[0]

@@ -272,10 +272,6 @@ def build_table(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return table.drop(columns=["_r", "_o"]).reset_index(drop=True)
 
 
-def _f(v, digits=3) -> str:
-    return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}g}"
-
-
 def _pct(v) -> str:
     return "–" if v is None else f"{100 * v:.1f}%"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 
 from si_bench.errors import SIBenchError
 from si_bench.evaluation import EvalConfig, SamplingConfig
@@ -97,10 +97,6 @@ class SelfImproveConfig(SamplingConfig):
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
-
-    def resolved(self) -> "SelfImproveConfig":
-        """This configuration with its allocation resolved into shares (what a new run stores)."""
-        return replace(self, external_shares=self.shares()) if self.external else self
 
     @classmethod
     def from_json(cls, text: str) -> "SelfImproveConfig":

@@ -245,9 +245,7 @@ class FitResult:
 class GroupFitResult:
     group_by: str
     fits: dict[str, FitResult]
-    errors: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         groups = [{"group": g, **f.to_json()} for g, f in self.fits.items()]
-        groups += [{"group": g, "error": e} for g, e in self.errors.items()]
         return clean({"group_by": self.group_by, "groups": groups})
