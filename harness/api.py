@@ -28,7 +28,8 @@ from si_bench.trainers.config import SelfImproveConfig
 from si_bench.trainers.rounds import SelfImproveRun
 
 __all__ = ["EvalConfig", "EvalResult", "FitOptions", "SelfImproveConfig", "SimulateConfig", "evaluate", "run",
-           "train_round", "list_runs", "run_points", "run_change", "fit", "fit_file", "leaderboard", "import_store", "simulate"]
+           "train_round", "list_runs", "lm_eval", "run_points", "run_change", "fit", "fit_file", "leaderboard",
+           "import_store", "simulate"]
 
 Log = Callable[[str], None]
 
@@ -44,6 +45,14 @@ def run(cfg: SelfImproveConfig, *, seeds: list[int] | None = None, db: str = sto
         job.run()
         run_ids.append(job.run_id)
     return run_ids
+
+
+def lm_eval(args: list[str]) -> None:
+    """lm-eval's own command line with si-bench's model classes registered: `lm_eval(ARGS)` is `lm-eval ARGS`,
+    and `--model si-hf` adds the solver uncertainty and each sample's NLL to the solver tasks' results."""
+    from si_bench.lmeval import lm_eval_cli
+
+    lm_eval_cli(args)
 
 
 def train_round(run_id: str, *, db: str = store.DEFAULT_DB, workdir: str | None = None, progress: Any = None,

@@ -1,4 +1,5 @@
-"""Glue to lm-eval: stage documents for our tasks, run them, read back per-sample results.
+"""Glue to lm-eval: stage documents for our tasks, run them, read back per-sample results; and lm-eval's own
+command line with si-bench's model classes (`si-bench lm-eval`).
 
 Only our own tasks in tasks/ are indexed (`include_defaults=False`): indexing lm-eval's 14,000 stock
 tasks costs seconds on every call.
@@ -13,6 +14,31 @@ from typing import Any, Iterator
 
 from si_bench.datasets import Prompt, get_dataset
 from si_bench.tasks import TASKS_DIR, solver_docs, stage
+
+
+def lm_eval_cli(args: list[str]) -> None:
+    """lm-eval's own command line (`lm-eval ARGS`) with si-bench's model classes registered: with `--model si-hf`
+    (si-vllm, si-mock) the solver tasks also report the solver uncertainty and each sample's NLL."""
+    import sys
+
+    from lm_eval.__main__ import cli_evaluate
+
+    from si_bench.backends import register_installed
+
+    register_installed()
+    logging.getLogger("lm_eval.evaluator_utils").addFilter(mean_is_intended)
+    saved, sys.argv = sys.argv, ["lm-eval", *args]
+    try:
+        cli_evaluate()
+    finally:
+        sys.argv = saved
+
+
+def mean_is_intended(record: logging.LogRecord) -> bool:
+    """The uncertainty keys of the solver tasks are not in their metric_list (its YAML bytes are part of every
+    generation id); lm-eval then aggregates them by the mean, which is what they mean, and says so: not a warning."""
+    message = record.getMessage()
+    return not (message.startswith("[si_solver_") and "No aggregation function defined" in message)
 
 
 @lru_cache(maxsize=1)
