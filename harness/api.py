@@ -21,8 +21,8 @@ from si_bench.trainers.rounds import SelfImproveRun
 from si_bench.trajectories import fit_store
 
 __all__ = ["EvalConfig", "EvalResult", "FitOptions", "SelfImproveConfig", "SimulateConfig", "evaluate", "run",
-           "train_round", "list_runs", "run_points", "run_change", "fit", "fit_file", "leaderboard", "import_store",
-           "simulate"]
+           "train_round", "list_runs", "lm_eval", "run_points", "run_change", "fit", "fit_file", "leaderboard",
+           "import_store", "simulate"]
 
 Log = Callable[[str], None]
 
@@ -46,6 +46,14 @@ def run(cfg: SelfImproveConfig, *, seeds: list[int] | None = None, db: str = sto
     for job in jobs:
         job.run()
     return [job.run_id for job in jobs]
+
+
+def lm_eval(args: list[str]) -> None:
+    """lm-eval's own command line with si-bench's model classes registered: `lm_eval(ARGS)` is `lm-eval ARGS`,
+    and `--model si-hf` adds the solver uncertainty and each sample's NLL to the solver tasks' results."""
+    from si_bench.lmeval import lm_eval_cli
+
+    lm_eval_cli(args)
 
 
 def train_round(run_id: str, *, db: str = store.DEFAULT_DB, workdir: str | None = None, progress: Any = None,

@@ -20,16 +20,21 @@ class Backend:
     requires: str | None = None  # a package that must be importable
     hint: str = ""
 
+    @property
+    def installed(self) -> bool:
+        return self.requires is None or importlib.util.find_spec(self.requires) is not None
+
     def check_available(self, name: str) -> None:
-        if self.requires and importlib.util.find_spec(self.requires) is None:
-            raise SIBenchError(f"--backend {name} needs the package {self.requires!r}, which is not installed"
-                               f"{self.hint}")
+        if not self.installed:
+            raise SIBenchError(f"--backend {name} needs the package {self.requires!r}, which is not "
+                               f"installed{self.hint}")
 
 
 BACKENDS: dict[str, Backend] = {
     "hf": Backend("si_bench.hf_backend:LogprobHFLM"),
     "vllm": Backend("si_bench.vllm_backend:LogprobVLLM", requires="vllm",
                     hint=" (GPU machines: install requirements-vllm.txt in its own environment)"),
+    "mock": Backend("si_bench.mock_backend:ScriptedLM"),  # a scripted model directory: texts, log-probs, scores
 }
 
 
@@ -46,3 +51,11 @@ def load_lm(name: str, path: str, adapter: str | None, **settings) -> SamplingBa
     """Instantiate backend `name` over the model at `path` (plus an optional LoRA adapter)."""
     module, _, cls = get_backend(name).target.partition(":")
     return getattr(importlib.import_module(module), cls).create(path, adapter, **settings)
+
+
+def register_installed() -> list[str]:
+    """Import every installed backend, so that lm-eval's model registry knows its class (si-hf, si-vllm, si-mock)."""
+    names = [name for name, backend in BACKENDS.items() if backend.installed]
+    for name in names:
+        importlib.import_module(BACKENDS[name].target.partition(":")[0])
+    return names

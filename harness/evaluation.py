@@ -44,7 +44,8 @@ class SamplingConfig(Options):
     verifier_shots: int = option(2, "Few-shot examples in the verifier prompt.", min=0, max=FEWSHOT_POOL)
     apply_chat_template: bool = option(False, "Render prompts with the model's chat template.",
                                        flag="--apply-chat-template")
-    backend: str = option("hf", "Sampling backend: hf (CPU or GPU) or vllm (GPU).", check=get_backend)
+    backend: str = option("hf", "Sampling backend: hf (CPU or GPU), vllm (GPU) or mock (a scripted model "
+                                "directory, for tests).", check=get_backend)
     batch_size: int = option(32, "Sequences per generation batch.", min=1, in_id=False)
     max_new_tokens: int | None = option(None, "Cap on generated tokens (default: the task's own maximum).", min=1)
     seed: int = option(0, "Seed of the prompt sample, the sampling and the bootstrap.", min=0)

@@ -1,4 +1,5 @@
-"""Glue to lm-eval: stage documents for our tasks, run them, read back per-sample results.
+"""Glue to lm-eval: stage documents for our tasks, run them, read back per-sample results; and lm-eval's own
+command line with si-bench's model classes (`si-bench lm-eval`).
 
 Only our own tasks in tasks/ are indexed (`include_defaults=False`): indexing lm-eval's 14,000 stock
 tasks costs seconds on every call.
@@ -12,7 +13,32 @@ from functools import lru_cache
 from typing import Any, Iterator
 
 from si_bench.datasets import Prompt, get_dataset
-from si_bench.tasks import TASKS_DIR, stage
+from si_bench.tasks import TASKS_DIR, solver_docs, stage
+
+
+def lm_eval_cli(args: list[str]) -> None:
+    """lm-eval's own command line (`lm-eval ARGS`) with si-bench's model classes registered: with `--model si-hf`
+    (si-vllm, si-mock) the solver tasks also report the solver uncertainty and each sample's NLL."""
+    import sys
+
+    from lm_eval.__main__ import cli_evaluate
+
+    from si_bench.backends import register_installed
+
+    register_installed()
+    logging.getLogger("lm_eval.evaluator_utils").addFilter(mean_is_intended)
+    saved, sys.argv = sys.argv, ["lm-eval", *args]
+    try:
+        cli_evaluate()
+    finally:
+        sys.argv = saved
+
+
+def mean_is_intended(record: logging.LogRecord) -> bool:
+    """The uncertainty keys of the solver tasks are not in their metric_list (its YAML bytes are part of every
+    generation id); lm-eval then aggregates them by the mean, which is what they mean, and says so: not a warning."""
+    message = record.getMessage()
+    return not (message.startswith("[si_solver_") and "No aggregation function defined" in message)
 
 
 @lru_cache(maxsize=1)
@@ -41,10 +67,6 @@ def build_task(spec: dict):
     return manager._factory.build(entry, overrides=spec, registry=manager._index)  # noqa: SLF001
 
 
-def _docs(prompts: list[Prompt], dataset: str) -> list[dict]:
-    return [{**p.as_doc(), "dataset": dataset} for p in prompts]
-
-
 def run_task(lm, spec: dict, *, apply_chat_template: bool) -> list[dict]:
     """Run one task spec (a registered task name plus overrides) and return lm-eval's per-doc samples."""
     from lm_eval.evaluator import evaluate
@@ -63,7 +85,7 @@ def sample_solutions(lm, dataset: str, prompts: list[Prompt], fewshot: list[Prom
                      apply_chat_template: bool) -> list[list]:
     """N sampled responses per prompt (each a `SampledText`), in prompt order."""
     task = get_dataset(dataset).task
-    with stage(_docs(fewshot, dataset), _docs(prompts, dataset)) as key:
+    with stage(solver_docs(fewshot, dataset), solver_docs(prompts, dataset)) as key:
         spec: dict[str, Any] = {"task": task, "dataset_kwargs": {"docs_key": key}, "repeats": n, "num_fewshot": shots}
         samples = run_task(lm, spec, apply_chat_template=apply_chat_template)
     by_id = {s["doc"]["prompt_id"]: s["filtered_resps"][0] for s in samples}
@@ -88,7 +110,7 @@ def render_contexts(dataset: str, prompts: list[Prompt], fewshot: list[Prompt], 
         def chat(history: list[dict], add_generation_prompt: bool = True) -> str:
             return tokenizer.apply_chat_template(history, tokenize=False, add_generation_prompt=add_generation_prompt)
 
-    with stage(_docs(fewshot, dataset), _docs(prompts, dataset)) as key, quiet():
+    with stage(solver_docs(fewshot, dataset), solver_docs(prompts, dataset)) as key, quiet():
         task = build_task({"task": task_name, "dataset_kwargs": {"docs_key": key}, "num_fewshot": shots, "repeats": 1})
         task.build_all_requests(apply_chat_template=apply_chat_template, fewshot_as_multiturn=apply_chat_template,
                                 chat_template=chat)

@@ -165,8 +165,8 @@ def resolve_model(spec: str) -> ModelRef:
             return ModelRef(spec, resolve_model(base).path, adapter=str(path))
         if not (path / "config.json").exists():
             raise SIBenchError(f"{path} is a directory but holds no model (no config.json)")
-        _json_file(path / "config.json")
-        _check_weights(path)
+        if SCRIPT_KEY not in _json_file(path / "config.json"):  # a scripted model's script is its weights
+            _check_weights(path)
         return ModelRef(spec, str(path))
     if path.exists() or spec.startswith((".", "/")) or spec.count("/") != 1:
         raise SIBenchError(f"unknown model {spec!r}: not a preset ({', '.join(PRESETS)}), a model directory or a "
@@ -174,6 +174,7 @@ def resolve_model(spec: str) -> ModelRef:
     return ModelRef(spec, str(_from_hub(spec)))
 
 
+SCRIPT_KEY = "si_bench_scripted_model"  # the config.json key of a scripted model (si_bench.mock_backend)
 WEIGHT_SUFFIXES = {".safetensors", ".bin", ".gguf", ".pt"}
 
 

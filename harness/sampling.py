@@ -42,12 +42,16 @@ def sample_seed(base: str, prompt_id: str, sample_idx: int) -> int:
     return int.from_bytes(digest[:7], "little")
 
 
-def seeds_for(requests: list, base: str) -> list[int]:
+def sample_indices(requests: list) -> list[int]:
     """lm-eval repeats a request object K times for `repeats: K`; its k-th occurrence is sample k."""
     seen: dict[int, int] = defaultdict(int)
-    seeds = []
+    indices = []
     for req in requests:
-        k = seen[id(req)]
+        indices.append(seen[id(req)])
         seen[id(req)] += 1
-        seeds.append(sample_seed(base, str(req.doc.get("prompt_id", req.doc_id)), k))
-    return seeds
+    return indices
+
+
+def seeds_for(requests: list, base: str) -> list[int]:
+    return [sample_seed(base, str(req.doc.get("prompt_id", req.doc_id)), k)
+            for req, k in zip(requests, sample_indices(requests), strict=True)]

@@ -1,11 +1,28 @@
-"""Helpers named by the task YAML with `!function` (lm-eval imports this file by path)."""
+"""Helpers named by the task YAML with `!function` (lm-eval imports this file by path).
+
+The task YAML stays as it is: si-bench's generation ids hash its bytes. What the tasks do beyond it
+lives here.
+"""
 
 from si_bench.datasets import get_dataset
-from si_bench.tasks import staged
+from si_bench.tasks import dataset_dict, solver_docs, staged
 
 
 def solver_dataset(**kwargs):
-    return staged(kwargs["docs_key"])
+    """si-bench stages its prompts under `docs_key`; without one (lm-eval's own CLI) the shipped data is read."""
+    if "docs_key" in kwargs:
+        return staged(kwargs["docs_key"])
+    return shipped_solver_dataset(kwargs["dataset"])
+
+
+def shipped_solver_dataset(name: str):
+    """Few-shot examples from si-bench's seeded pool of training prompts; the test split, less that pool,
+    in its shipped order (what `si-bench evaluate --dataset NAME` samples from)."""
+    from si_bench.evaluation import EvalConfig, fewshot_pool, select_prompts
+
+    fewshot = fewshot_pool(get_dataset(name))
+    test = select_prompts(EvalConfig(dataset=name, split="test"))
+    return dataset_dict(solver_docs(fewshot, name), solver_docs(test, name))
 
 
 def verifier_dataset(**kwargs):
@@ -18,6 +35,14 @@ def keep_all(resps, docs):
 
 
 def solver_results(doc, results):
+    """Accuracy over the N samples; with a backend that returns log-probabilities (`--model si-hf`, `si-vllm`),
+    also the prompt's solver uncertainty (the mean total NLL of its samples: averaged over prompts it is U_s)
+    and each sample's NLL."""
     samples = results[0] if results and isinstance(results[0], list) else results
     dataset = get_dataset(doc["dataset"])
-    return {"acc": sum(dataset.check(s, doc["answer"])[1] for s in samples) / max(len(samples), 1)}
+    out = {"acc": sum(dataset.check(s, doc["answer"])[1] for s in samples) / max(len(samples), 1)}
+    if samples and all(hasattr(s, "logprob") for s in samples):
+        nlls = [-float(s.logprob) for s in samples]
+        out["solver_uncertainty"] = sum(nlls) / len(nlls)
+        out.update({f"sample_nll_{k}": nll for k, nll in enumerate(nlls)})
+    return out

@@ -26,6 +26,25 @@ def tiny_model(model_cache):
     return resolve_model("tiny-test")
 
 
+@pytest.fixture(scope="session")
+def scripted_model(tmp_path_factory) -> str:
+    """A scripted model directory (si_bench.mock_backend) playing tests/scripted.py's SCRIPT."""
+    from scripted import SCRIPT
+
+    from si_bench.mock_backend import write_scripted_model
+
+    return str(write_scripted_model(tmp_path_factory.mktemp("scripted-model"), SCRIPT))
+
+
+@pytest.fixture
+def scripted_training():
+    """The run loop fine-tunes with tests/scripted.py's deterministic stand-in instead of trl."""
+    from scripted import scripted_sft
+
+    with scripted_sft():
+        yield
+
+
 @pytest.fixture
 def db(tmp_path) -> str:
     return str(tmp_path / "si.duckdb")
@@ -37,6 +56,16 @@ def tiny_cfg(tiny_model):
 
     return EvalConfig(model="tiny-test", dataset="arith", split="test", limit=6, samples=2, max_new_tokens=8,
                       n_boot=50, chunk_prompts=2, batch_size=8)
+
+
+@pytest.fixture
+def scripted_cfg(scripted_model):
+    from scripted import SAMPLES
+
+    from si_bench.evaluation import EvalConfig
+
+    return EvalConfig(model=scripted_model, backend="mock", dataset="arith", split="test", limit=6, samples=SAMPLES,
+                      n_boot=50, chunk_prompts=2)
 
 
 def run_cli(*args: str, env: dict | None = None, check: bool = False) -> subprocess.CompletedProcess:

@@ -26,14 +26,17 @@ def test_readme_has_sql_examples():
 
 
 @pytest.fixture(scope="module")
-def store_with_a_run(tmp_path_factory, tiny_model):
+def store_with_a_run(tmp_path_factory, scripted_model):
+    from scripted import scripted_sft
+
     from si_bench.api import run
     from si_bench.trainers.config import SelfImproveConfig
 
     folder = tmp_path_factory.mktemp("docs")
     db = str(folder / "si.duckdb")
-    run(SelfImproveConfig(model="tiny-test", rounds=1, samples=2, train_prompts=4, test_limit=4, max_new_tokens=6,
-                          n_boot=20, train_batch_size=4), db=db, workdir=str(folder / "runs"), log=lambda _: None)
+    with scripted_sft():
+        run(SelfImproveConfig(model=scripted_model, backend="mock", rounds=1, samples=2, train_prompts=4, test_limit=4,
+                              n_boot=20, train_batch_size=4), db=db, workdir=str(folder / "runs"), log=lambda _: None)
     return db
 
 

@@ -1,4 +1,5 @@
-"""`evaluate` end to end on tiny-test: rows written, idempotence, resume after a crash."""
+"""`evaluate`: end to end on tiny-test (rows written, a killed process resumes); its bookkeeping on the scripted
+model (exact measures and picks, idempotence, new sigma or N, resume after a crash)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import math
 
 import pytest
 from conftest import run_cli, table_rows
+from scripted import PICKS, SAMPLES, SCRIPT, expected_measures
 
 from si_bench import faults
 from si_bench.evaluation import evaluate
@@ -32,8 +34,8 @@ def test_evaluate_writes_expected_rows(db, tiny_cfg):
     assert result.generated == P * N and result.scored == P * N
     names = {r[1] for r in table_rows(db, "metrics", "name")}
     assert {"solver_accuracy", "verifier_accuracy", "solver_uncertainty", "verifier_uncertainty", "gap",
-            "gap_per_token", "pass@1", "pass@2",
-            "maj@2", "auroc", "brier", "ece", "relative_gap", "fallback_rate"} <= names
+            "gap_per_token", "pass@1", "pass@2", "maj@2", "auroc", "brier", "ece", "relative_gap",
+            "fallback_rate"} <= names
     summary = table_rows(db, "summary", "eval_id")
     assert len(summary) == 1
     m = result.metrics
@@ -43,54 +45,77 @@ def test_evaluate_writes_expected_rows(db, tiny_cfg):
         assert nll > 0 and 1 <= n_tokens <= 8
 
 
-def test_second_identical_run_adds_nothing(db, tiny_cfg):
-    evaluate(tiny_cfg, db=db)
+@pytest.mark.parametrize("sigma", sorted(PICKS))
+def test_scripted_evaluation_measures_and_picks_exactly(db, scripted_cfg, sigma):
+    result = evaluate(dataclasses.replace(scripted_cfg, sigma=sigma), db=db)
+    P = 6
+    assert result.generated == P * SAMPLES and result.scored == P * SAMPLES
+    for name, value in expected_measures(sigma).items():
+        assert result.metrics[name].value == pytest.approx(value, abs=1e-9), name
+    samples = table_rows(db, "samples", KEYS["samples"])
+    assert [(row[6], row[7]) for row in samples[:SAMPLES]] == [(-r.logprob, r.n_tokens) for r in SCRIPT]
+    scores = [row[4] for row in table_rows(db, "verdicts", KEYS["verdicts"])]
+    assert scores == pytest.approx([r.score for r in SCRIPT] * P, abs=1e-9)
+    picked, fallback = PICKS[sigma]
+    picks = table_rows(db, "picks", KEYS["picks"])
+    assert {(row[2], row[4]) for row in picks} == {(picked, "fallback" if fallback else "passed")}
+
+
+@pytest.mark.parametrize("score", [0.0, 0.25, 0.9, 1.0])
+def test_scripted_choices_give_the_scripted_score_under_either_verifier(score):
+    from si_bench.mock_backend import choice_logliks
+    from si_bench.verify import VERIFIERS
+
+    for method, n_choices in (("tf", 2), ("qe", 5)):
+        assert VERIFIERS[method].score(choice_logliks(score, n_choices)) == pytest.approx(score, abs=1e-8), method
+
+
+def test_second_identical_run_adds_nothing(db, scripted_cfg):
+    evaluate(scripted_cfg, db=db)
     before = {t: table_rows(db, t, KEYS[t]) for t in KEYS}
-    again = evaluate(dataclasses.replace(tiny_cfg), db=db)
+    again = evaluate(dataclasses.replace(scripted_cfg), db=db)
     assert again.generated == 0 and again.scored == 0
     assert {t: table_rows(db, t, KEYS[t]) for t in KEYS} == before
 
 
-def test_other_sigma_is_a_new_evaluation_over_the_same_samples(db, tiny_cfg):
-    first = evaluate(tiny_cfg, db=db)
-    second = evaluate(dataclasses.replace(tiny_cfg, sigma=0.9), db=db)
+def test_other_sigma_is_a_new_evaluation_over_the_same_samples(db, scripted_cfg):
+    first = evaluate(scripted_cfg, db=db)
+    second = evaluate(dataclasses.replace(scripted_cfg, sigma=0.2), db=db)
     assert second.eval_id != first.eval_id and second.gen_id == first.gen_id
     assert second.generated == 0 and second.scored == 0
     assert len(table_rows(db, "summary", "eval_id")) == 2
+    assert (first.metrics["verifier_accuracy"].value, second.metrics["verifier_accuracy"].value) == (1.0, 0.0)
 
 
-def test_other_sample_count_never_overwrites(db, tiny_cfg):
-    first = evaluate(tiny_cfg, db=db)
-    second = evaluate(dataclasses.replace(tiny_cfg, samples=3), db=db)
+def test_other_sample_count_never_overwrites(db, scripted_cfg):
+    first = evaluate(scripted_cfg, db=db)
+    second = evaluate(dataclasses.replace(scripted_cfg, samples=2), db=db)
     assert second.gen_id != first.gen_id
-    assert counts(db)["samples"] == 6 * 2 + 6 * 3
+    assert counts(db)["samples"] == 6 * 3 + 6 * 2
+
+
+@pytest.mark.parametrize("fault", ["sample_chunk:2", "verify_chunk:1"])
+def test_interrupted_evaluation_resumes_to_the_same_result(db, scripted_cfg, tmp_path, monkeypatch, fault):
+    reference = evaluate(scripted_cfg, db=str(tmp_path / "ref.duckdb"))
+    monkeypatch.setenv("SI_BENCH_FAIL_AT", fault)
+    faults.reset()
+    with pytest.raises(faults.InjectedFault):
+        evaluate(scripted_cfg, db=db)
+    partial = counts(db)
+    assert 0 < partial["samples"] <= 18 and partial["picks"] == 0
+    monkeypatch.delenv("SI_BENCH_FAIL_AT")
+    resumed = evaluate(scripted_cfg, db=db)
+    assert resumed.eval_id == reference.eval_id
+    assert resumed.generated == 18 - partial["samples"]
+    for table in KEYS:
+        assert table_rows(db, table, KEYS[table]) == table_rows(str(tmp_path / "ref.duckdb"), table, KEYS[table])
+    assert resumed.metrics == reference.metrics
 
 
 def comparable(db: str, table: str) -> list[tuple]:
     """Rows with floats rounded: batch composition changes float sums in the last bits only."""
-    return [tuple(round(v, 4) if isinstance(v, float) else v for v in row)
-            for row in table_rows(db, table, KEYS[table])]
-
-
-@pytest.mark.parametrize("fault", ["sample_chunk:2", "verify_chunk:1"])
-def test_interrupted_evaluation_resumes_to_the_same_result(db, tiny_cfg, tmp_path, monkeypatch, fault):
-    reference = evaluate(tiny_cfg, db=str(tmp_path / "ref.duckdb"))
-    monkeypatch.setenv("SI_BENCH_FAIL_AT", fault)
-    faults.reset()
-    with pytest.raises(faults.InjectedFault):
-        evaluate(tiny_cfg, db=db)
-    partial = counts(db)
-    assert 0 < partial["samples"] <= 12 and partial["picks"] == 0
-    monkeypatch.delenv("SI_BENCH_FAIL_AT")
-    resumed = evaluate(tiny_cfg, db=db)
-    assert resumed.eval_id == reference.eval_id
-    assert resumed.generated == 12 - partial["samples"]
-    for table in KEYS:
-        if table != "metrics":
-            assert comparable(db, table) == comparable(str(tmp_path / "ref.duckdb"), table)
-    assert {k: round(v.value, 4) for k, v in resumed.metrics.items() if v.value is not None} == {
-        k: round(v.value, 4) for k, v in reference.metrics.items() if v.value is not None
-    }
+    rows = table_rows(db, table, KEYS[table])
+    return [tuple(round(v, 4) if isinstance(v, float) else v for v in row) for row in rows]
 
 
 def test_killed_process_resumes_to_the_same_result(db, tiny_cfg, tmp_path):

@@ -1,10 +1,13 @@
-"""Self-improvement rounds on tiny-test: checkpoints, t values, rows, resume, budgets, bad input."""
+"""Self-improvement rounds: end to end on tiny-test (a run, a killed run resumes); the loop's bookkeeping on the
+scripted model with a stand-in for SFT (checkpoints, t values, rows, resume after a crash, budgets, train-round);
+bad input."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 from conftest import run_cli, table_rows
@@ -16,6 +19,8 @@ from si_bench.trainers.external import choose_prompts, per_round_counts
 
 TINY = dict(model="tiny-test", dataset="arith", rounds=2, samples=2, train_prompts=6, test_limit=4, max_new_tokens=6,
             n_boot=20, train_batch_size=3, chunk_prompts=2, batch_size=8)
+SCRIPTED = dict(backend="mock", dataset="arith", rounds=2, samples=3, train_prompts=6, test_limit=4, n_boot=20,
+                train_batch_size=3, chunk_prompts=2)
 
 COMPARED = {
     "samples": "gen_id, prompt_id, sample_idx",
@@ -49,6 +54,23 @@ def reference(tmp_path_factory, tiny_model):
     return db, run_id, snapshot(db)
 
 
+@pytest.fixture
+def scripted(scripted_model, scripted_training) -> SelfImproveConfig:
+    return SelfImproveConfig(model=scripted_model, **SCRIPTED)
+
+
+@pytest.fixture(scope="module")
+def scripted_reference(tmp_path_factory, scripted_model):
+    from scripted import scripted_sft
+
+    folder = tmp_path_factory.mktemp("scripted-reference")
+    db = str(folder / "ref.duckdb")
+    with scripted_sft():
+        [run_id] = run(SelfImproveConfig(model=scripted_model, **SCRIPTED), db=db, workdir=str(folder / "runs"),
+                       log=quiet)
+    return db, run_id, snapshot(db)
+
+
 def test_two_regenerate_rounds(reference):
     db, run_id, _ = reference
     points = store.query(db, "SELECT role, t, t_unit FROM summary WHERE run_id = ? ORDER BY role, t", [run_id])
@@ -64,7 +86,7 @@ def test_two_regenerate_rounds(reference):
     assert runs.values.tolist() == [["done", 2, "regenerate"]]
 
 
-def test_training_sampling_is_the_train_measurement_and_never_repeated(tmp_path, tiny_model, monkeypatch):
+def test_training_sampling_is_the_train_measurement_and_never_repeated(tmp_path, scripted, monkeypatch):
     from si_bench import lmeval
 
     sampled: list[int] = []
@@ -72,20 +94,19 @@ def test_training_sampling_is_the_train_measurement_and_never_repeated(tmp_path,
     monkeypatch.setattr(lmeval, "sample_solutions", lambda lm, ds, prompts, *a, **k: (
         sampled.append(len(prompts)) or original(lm, ds, prompts, *a, **k)))
     db = str(tmp_path / "si.duckdb")
-    run(SelfImproveConfig(**TINY), db=db, workdir=str(tmp_path / "runs"), log=quiet)
+    run(scripted, db=db, workdir=str(tmp_path / "runs"), log=quiet)
     # 3 test measurements of 4 prompts, 2 train measurements of 6 prompts; nothing else is sampled.
     assert sum(sampled) == 3 * 4 + 2 * 6
     samples = store.query(db, "SELECT count(*) AS n FROM samples").n[0]
-    assert samples == (3 * 4 + 2 * 6) * 2
+    assert samples == (3 * 4 + 2 * 6) * 3
     picks_used = store.query(db, """SELECT count(*) AS n FROM training_data d JOIN picks p
                                     ON p.eval_id = d.eval_id AND p.prompt_id = d.prompt_id""").n[0]
     assert picks_used == 2 * 6
 
 
-def test_fixed_mode_measures_every_half_epoch(tmp_path, tiny_model):
+def test_fixed_mode_measures_every_half_epoch(tmp_path, scripted):
     db = str(tmp_path / "si.duckdb")
-    [run_id] = run(SelfImproveConfig(**{**TINY, "mode": "fixed", "rounds": 1}), db=db, workdir=str(tmp_path / "r"),
-                   log=quiet)
+    [run_id] = run(replace(scripted, mode="fixed", rounds=1), db=db, workdir=str(tmp_path / "r"), log=quiet)
     points = store.query(db, "SELECT role, t, t_unit FROM summary WHERE run_id = ? ORDER BY role, t", [run_id])
     assert points[points.role == "test"].t.tolist() == [0.0, 0.5, 1.0]
     assert points[points.role == "train"].t.tolist() == [0.0]  # picks made once, from the base model
@@ -95,15 +116,15 @@ def test_fixed_mode_measures_every_half_epoch(tmp_path, tiny_model):
 
 
 @pytest.mark.parametrize("fault", ["sample_chunk:6", "train_step:1", "after_training:2", "verify_chunk:9"])
-def test_interrupted_run_resumes_to_the_same_result(reference, tmp_path, monkeypatch, fault):
-    _, _, expected = reference
+def test_interrupted_run_resumes_to_the_same_result(scripted_reference, scripted, tmp_path, monkeypatch, fault):
+    _, _, expected = scripted_reference
     db = str(tmp_path / "si.duckdb")
     monkeypatch.setenv("SI_BENCH_FAIL_AT", fault)
     faults.reset()
     with pytest.raises(faults.InjectedFault):
-        run(SelfImproveConfig(**TINY), db=db, workdir=str(tmp_path / "runs"), log=quiet)
+        run(scripted, db=db, workdir=str(tmp_path / "runs"), log=quiet)
     monkeypatch.delenv("SI_BENCH_FAIL_AT")
-    run(SelfImproveConfig(**TINY), db=db, workdir=str(tmp_path / "runs"), log=quiet)
+    run(scripted, db=db, workdir=str(tmp_path / "runs"), log=quiet)
     assert snapshot(db) == expected
 
 
@@ -123,8 +144,8 @@ def test_killed_run_resumes_to_the_same_result(reference, tmp_path):
     assert "tiny-test,arith,regenerate" in listed and "done" in listed
 
 
-def test_train_round_extends_a_finished_run(reference, tmp_path):
-    src_db, run_id, _ = reference
+def test_train_round_extends_a_finished_run(scripted_reference, scripted_training, tmp_path):
+    src_db, run_id, _ = scripted_reference
     db = str(tmp_path / "copy.duckdb")
     shutil.copy(src_db, db)
     step = train_round(run_id, db=db, log=quiet)
@@ -152,9 +173,9 @@ def test_a_run_keeps_the_shares_it_was_made_with():
     assert dataclasses.replace(late, external_shares=[0, 0, 1, 0, 0]).run_id == late.run_id  # not in the id
 
 
-def test_external_data_follows_budget_and_ignores_correctness(tmp_path, tiny_model):
+def test_external_data_follows_budget_and_ignores_correctness(tmp_path, scripted):
     db = str(tmp_path / "si.duckdb")
-    cfg = SelfImproveConfig(**{**TINY, "external": "ground-truth", "budget": 5, "allocation": "0.6,0.4"})
+    cfg = replace(scripted, external="ground-truth", budget=5, allocation="0.6,0.4")
     [run_id] = run(cfg, db=db, workdir=str(tmp_path / "runs"), log=quiet)
     used = store.query(db, """SELECT step, list(prompt_id ORDER BY prompt_id) AS ids FROM training_data
                               WHERE source = 'external' GROUP BY step ORDER BY step""")
@@ -190,8 +211,8 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(tmp_path, tiny_model, ar
         assert store.query(str(db), "SELECT count(*) AS n FROM runs").n[0] == 0
 
 
-def test_vanished_checkpoint_is_a_clear_error(reference, tmp_path):
-    src_db, run_id, _ = reference
+def test_vanished_checkpoint_is_a_clear_error(scripted_reference, tmp_path):
+    src_db, run_id, _ = scripted_reference
     db = str(tmp_path / "copy.duckdb")
     shutil.copy(src_db, db)
     path = store.query(db, "SELECT path FROM checkpoints WHERE run_id = ? AND step = 2", [run_id]).path[0]

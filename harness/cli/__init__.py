@@ -36,6 +36,7 @@ COMMANDS = {
     "demo": "demo",
     "leaderboard": "leaderboard",
     "import": "import_",
+    "lm-eval": "lm_eval_",
 }
 
 app = typer.Typer(
@@ -46,8 +47,9 @@ app = typer.Typer(
 )
 
 for _name, _module in COMMANDS.items():
-    _cmd = importlib.import_module(f"si_bench.cli.{_module}").command
-    app.command(_name, help=_cmd.__doc__)(_cmd)
+    _mod = importlib.import_module(f"si_bench.cli.{_module}")
+    _settings = getattr(_mod, "CONTEXT_SETTINGS", None)  # a pass-through command takes arguments it does not declare
+    app.command(_name, help=_mod.command.__doc__, context_settings=_settings)(_mod.command)
 
 
 def main() -> None:
