@@ -252,10 +252,10 @@ def ray_outcomes(jobs: list[Job], folders: dict[str, Path], cfg: SweepConfig, st
             ray.shutdown()
 
 
-def _forwarded_env() -> dict:
+def _forwarded_env() -> dict | None:
     """The driver's SI_BENCH_* variables (model cache, fault points) reach the workers."""
     env = {k: v for k, v in os.environ.items() if k.startswith("SI_BENCH_")}
-    return {"env_vars": env} if env else {}
+    return {"env_vars": env} if env else None
 
 
 EXECUTE = {"local": local_outcomes, "ray": ray_outcomes}

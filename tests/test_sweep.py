@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
+from rich.console import Console
 
 from si_bench import faults, store
 from si_bench.api import sweep
 from si_bench.errors import SIBenchError
 from si_bench.merge import NOT_RESULTS, merge
+from si_bench.reports.terminal import sweep_table
 from si_bench.sweep import SweepConfig, read_spec
 
 SPEC = """\
@@ -38,17 +40,17 @@ def quiet(_msg: str) -> None:
 
 
 class Progress:
-    """Records what a rich progress display would show."""
+    """Records the sweep's lines of what a rich progress display would show."""
 
     def __init__(self):
         self.descriptions: list[str] = []
 
     def add_task(self, description: str, **_kwargs) -> str:
-        self.descriptions.append(description)
+        self.update(description, description)
         return description
 
     def update(self, _task, description: str | None = None, **_kwargs) -> None:
-        if description:
+        if description and description.startswith("sweep:"):
             self.descriptions.append(description)
 
     def advance(self, _task, _n: int = 1) -> None:
@@ -83,32 +85,31 @@ def comparable(value):
 def ray_sweep(tmp_path_factory, tiny_model):
     ray = pytest.importorskip("ray", reason="the Ray executor needs the extra: pip install -e '.[ray]'")
     folder = tmp_path_factory.mktemp("ray-sweep")
+    cfg, db = SweepConfig(spec=write_spec(folder), executor="ray"), str(folder / "main.duckdb")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        cfg = SweepConfig(spec=write_spec(folder), executor="ray")
-        db = str(folder / "main.duckdb")
         outcomes = sweep(cfg, db=db, log=quiet)
-        yield cfg, db, outcomes
     finally:
-        ray.shutdown()
+        ray.shutdown()  # a rerun finds every job done and starts no Ray
+    return cfg, db, outcomes
 
 
 @pytest.fixture(scope="module")
 def local_sweep(tmp_path_factory, tiny_model):
     """The same grid locally, in three goes: the command line killed during job 1's fine-tuning; job 1 failing
-    (an injected fault after its fine-tuning) while job 2 finishes; the command line finishing job 1."""
+    (an injected fault after its fine-tuning) while job 2 finishes; the rest of job 1."""
     folder = tmp_path_factory.mktemp("local-sweep")
     spec, db = write_spec(folder), str(folder / "main.duckdb")
     killed = run_cli("sweep", spec, "--db", db, env={"SI_BENCH_FAIL_AT": "train_step:1:kill"})
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SI_BENCH_FAIL_AT", "after_training:1")
         faults.reset()
-        progress = Progress()
-        failing = sweep(SweepConfig(spec=spec), db=db, progress=progress, log=quiet)
+        failing = sweep(SweepConfig(spec=spec), db=db, log=quiet)
     after_failure = results(db)
-    resumed = run_cli("sweep", spec, "--db", db)
-    return {"spec": spec, "db": db, "killed": killed, "failing": failing, "progress": progress.descriptions,
-            "after_failure": after_failure, "resumed": resumed}
+    progress = Progress()
+    resumed = sweep(SweepConfig(spec=spec), db=db, progress=progress, log=quiet)
+    return {"spec": spec, "db": db, "killed": killed, "failing": failing, "after_failure": after_failure,
+            "resumed": resumed, "progress": progress.descriptions}
 
 
 def test_ray_sweep_runs_every_job_and_merges_its_shard(ray_sweep):
@@ -125,7 +126,6 @@ def test_ray_sweep_runs_every_job_and_merges_its_shard(ray_sweep):
 
 def test_ray_sweep_equals_the_same_sweep_run_locally(ray_sweep, local_sweep):
     _, ray_db, _ = ray_sweep
-    assert local_sweep["resumed"].returncode == 0, local_sweep["resumed"].stderr
     assert results(local_sweep["db"]) == results(ray_db)
     # Rows that differ only in timestamps, timings and paths are the same rows: importing one into the other
     # adds nothing and refuses nothing.
@@ -145,23 +145,24 @@ def test_failing_job_is_reported_while_the_other_finishes(local_sweep):
     first, second = local_sweep["failing"]
     assert first.status == "failed" and first.error == "InjectedFault: injected fault at after_training #1"
     assert second.status == "done" and second.rows_merged > 0
-    runs = local_sweep["after_failure"]["runs"]
-    assert len(runs) == 1  # only the finished job's run reached the main store
-    shown = [d for d in local_sweep["progress"] if d.startswith("sweep:")]
-    assert shown[0] == "sweep: 0 done · 0 running · 0 failed · 2 waiting"
-    assert "sweep: 0 done · 1 running · 0 failed · 1 waiting" in shown
-    assert shown[-1] == "sweep: 1 done · 0 running · 1 failed · 0 waiting"
+    assert len(local_sweep["after_failure"]["runs"]) == 1  # only the finished job's run reached the main store
     record = json.loads((Path(local_sweep["db"]).parent / "si-bench-sweeps" / "grid" / "jobs" / first.job.job_id /
                          "job.json").read_text())
-    assert record["status"] == "done"  # the command line resumed it later
+    assert record["status"] == "done"  # resumed later
+    table = Console(record=True, width=200)
+    table.print(sweep_table(local_sweep["failing"]))
+    shown = table.export_text()
+    assert "0 done before · 1 failed" in shown and "InjectedFault: injected fault at after_training #1" in shown
 
 
 def test_killed_sweep_resumes(local_sweep):
-    assert local_sweep["killed"].returncode == -9
-    resumed = local_sweep["resumed"]
-    assert "1 done now" in resumed.stdout and "1 done before" in resumed.stdout, resumed.stdout
+    assert local_sweep["killed"].returncode == -9, local_sweep["killed"].stderr
+    assert [o.status for o in local_sweep["resumed"]] == ["done", "skipped"]
     status = store.query(local_sweep["db"], "SELECT status, steps_done FROM runs").values.tolist()
     assert status == [["done", 1], ["done", 1]]
+    assert local_sweep["progress"] == [
+        "sweep: 1 done · 0 running · 0 failed · 1 waiting", "sweep: 1 done · 1 running · 0 failed · 0 waiting",
+        "sweep: 2 done · 0 running · 0 failed · 0 waiting"]
 
 
 def test_spec_errors_are_caught_before_any_work(tmp_path):
