@@ -16,6 +16,7 @@ job saying so; nothing is shipped between machines.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import os
@@ -59,6 +60,8 @@ class SweepConfig(Options):
     def check(self) -> None:
         if self.executor != "ray" and (self.address or self.gpus):
             raise SIBenchError("--address and --gpus apply to --executor ray")
+        if self.executor == "ray" and importlib.util.find_spec("ray") is None:
+            raise SIBenchError("--executor ray needs Ray: pip install 'si-bench[ray]'")
 
     @property
     def torch_threads(self) -> int:
@@ -224,10 +227,8 @@ def ray_outcomes(jobs: list[Job], folders: dict[str, Path], cfg: SweepConfig, st
                  log: Callable[[str], None]) -> Iterator[tuple[Job, dict]]:
     """One Ray task per job with its CPUs and GPUs, on the Ray this process already joined, the cluster at
     --address, or a local Ray started (and stopped) here. A task whose worker dies fails its job."""
-    try:
-        import ray
-    except ImportError:
-        raise SIBenchError("--executor ray needs Ray: pip install 'si-bench[ray]'") from None
+    import ray
+
     owned = not ray.is_initialized()
     if owned:
         local = {} if cfg.address else {"include_dashboard": False}
