@@ -93,6 +93,7 @@ class JobOutcome:
     seconds: float = 0.0
     rows_merged: int = 0
     error: str | None = None
+    threads: int | None = None  # torch's thread count in the job
 
 
 # ---------------------------------------------------------------- the spec
@@ -174,8 +175,8 @@ def _check_distinct(jobs: list[Job], path) -> None:
 
 def run_job(job_dir: str, config_json: str, threads: int, progress: Any = None,
             log: Callable[[str], None] | None = None) -> dict:
-    """Run (or continue) one job into its shard; {"status": done | failed, "error", "seconds"}. Never raises for
-    the job's own failure: a failed job must not stop the others."""
+    """Run (or continue) one job into its shard; {"status": done | failed, "error", "seconds", "threads"}. Never
+    raises for the job's own failure: a failed job must not stop the others."""
     import torch
 
     from si_bench.trainers.rounds import SelfImproveRun
@@ -191,8 +192,10 @@ def run_job(job_dir: str, config_json: str, threads: int, progress: Any = None,
         SelfImproveRun(cfg, str(folder / SHARD), workdir=str(folder / "runs"), progress=progress,
                        log=log or _quiet).run()
     except Exception as exc:  # noqa: BLE001 (any error of one job is that job's outcome, reported with it)
-        return {"status": "failed", "error": _one_line(exc), "seconds": time.perf_counter() - started}
-    return {"status": "done", "error": None, "seconds": time.perf_counter() - started}
+        return {"status": "failed", "error": _one_line(exc), "seconds": time.perf_counter() - started,
+                "threads": torch.get_num_threads()}
+    return {"status": "done", "error": None, "seconds": time.perf_counter() - started,
+            "threads": torch.get_num_threads()}
 
 
 def _quiet(_message: str) -> None:
@@ -315,7 +318,8 @@ class Sweep:
         self._move("waiting", "running")
 
     def _finish(self, job: Job, outcome: dict) -> JobOutcome:
-        result = JobOutcome(job, outcome["status"], outcome["seconds"], error=outcome["error"])
+        result = JobOutcome(job, outcome["status"], outcome["seconds"], error=outcome["error"],
+                            threads=outcome.get("threads"))
         if result.status == "done":
             try:
                 counts = merge(self.folders[job.job_id] / SHARD, self.db)
@@ -324,7 +328,7 @@ class Sweep:
                 result.status, result.error = "failed", f"merge: {exc}"
         merged_into = str(Path(self.db).resolve()) if result.status == "done" else None
         self._write(job, status=result.status, error=result.error, seconds=round(result.seconds, 3),
-                    merged_into=merged_into)
+                    threads=result.threads, merged_into=merged_into)
         self._move("running", "done" if result.status == "done" else "failed")
         if result.error:
             self.log(f"job {job.job_id} failed: {result.error}")

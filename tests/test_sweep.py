@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import run_cli
 from rich.console import Console
 
@@ -101,15 +102,17 @@ def local_sweep(tmp_path_factory, tiny_model):
     folder = tmp_path_factory.mktemp("local-sweep")
     spec, db = write_spec(folder), str(folder / "main.duckdb")
     killed = run_cli("sweep", spec, "--db", db, env={"SI_BENCH_FAIL_AT": "train_step:1:kill"})
+    torch.set_num_threads(2)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SI_BENCH_FAIL_AT", "after_training:1")
         faults.reset()
         failing = sweep(SweepConfig(spec=spec), db=db, log=quiet)
+    threads_after = torch.get_num_threads()
     after_failure = results(db)
     progress = Progress()
     resumed = sweep(SweepConfig(spec=spec), db=db, progress=progress, log=quiet)
     return {"spec": spec, "db": db, "killed": killed, "failing": failing, "after_failure": after_failure,
-            "resumed": resumed, "progress": progress.descriptions}
+            "resumed": resumed, "progress": progress.descriptions, "threads_after": threads_after}
 
 
 def test_ray_sweep_runs_every_job_and_merges_its_shard(ray_sweep):
@@ -121,7 +124,7 @@ def test_ray_sweep_runs_every_job_and_merges_its_shard(ray_sweep):
     for outcome in outcomes:
         shard = cfg.directory(db) / "jobs" / outcome.job.job_id / "shard.duckdb"
         assert results(str(shard))["samples"]  # the job wrote its own shard, which the driver merged
-        assert outcome.rows_merged > 0
+        assert outcome.rows_merged > 0 and outcome.threads == 1
 
 
 def test_ray_sweep_equals_the_same_sweep_run_locally(ray_sweep, local_sweep):
@@ -145,6 +148,8 @@ def test_failing_job_is_reported_while_the_other_finishes(local_sweep):
     first, second = local_sweep["failing"]
     assert first.status == "failed" and first.error == "InjectedFault: injected fault at after_training #1"
     assert second.status == "done" and second.rows_merged > 0
+    # torch's thread count is the job's (--cpus 1), set explicitly; this process gets its own back
+    assert first.threads == second.threads == 1 and local_sweep["threads_after"] == 2
     assert len(local_sweep["after_failure"]["runs"]) == 1  # only the finished job's run reached the main store
     record = json.loads((Path(local_sweep["db"]).parent / "si-bench-sweeps" / "grid" / "jobs" / first.job.job_id /
                          "job.json").read_text())
