@@ -164,9 +164,9 @@ def _check_distinct(jobs: list[Job], path) -> None:
             first, second = seen[job.job_id].config.changed(), job.config.changed()
             differ = sorted(k for k in {*first, *second} if first.get(k) != second.get(k))
             raise SIBenchError(
-                f"sweep spec {path}: two grid points are the same run {job.job_id} (they differ only in "
-                f"{', '.join(differ)}, which do not enter a run id: a longer run contains the shorter); "
-                "give one value")
+                f"sweep spec {path}: two grid points are the same run {job.job_id}: they differ only in "
+                f"{', '.join(differ)}, which do not enter a run id (a run with more rounds continues the shorter "
+                "one); give one value")
         seen[job.job_id] = job
 
 
@@ -231,6 +231,7 @@ def ray_outcomes(jobs: list[Job], folders: dict[str, Path], cfg: SweepConfig, st
     """One Ray task per job with its CPUs and GPUs, on the Ray this process already joined, the cluster at
     --address, or a local Ray started (and stopped) here. A task whose worker dies fails its job."""
     import ray
+    from ray.exceptions import RayError
 
     owned = not ray.is_initialized()
     if owned:
@@ -241,15 +242,16 @@ def ray_outcomes(jobs: list[Job], folders: dict[str, Path], cfg: SweepConfig, st
                                            runtime_env=_forwarded_env())
         pending = {}
         for job in jobs:
-            pending[task.remote(str(folders[job.job_id]), job.config.to_json(), cfg.torch_threads)] = job
+            ref = task.remote(str(folders[job.job_id]), job.config.to_json(), cfg.torch_threads)
+            pending[ref] = (job, time.perf_counter())
             started(job)
         while pending:
             [ready], _ = ray.wait(list(pending), num_returns=1)
-            job = pending.pop(ready)
+            job, submitted = pending.pop(ready)
             try:
                 outcome = ray.get(ready)
-            except ray.exceptions.RayError as exc:
-                outcome = {"status": "failed", "error": _one_line(exc), "seconds": 0.0}
+            except RayError as exc:  # the worker died: the job's time is the task's, queueing included
+                outcome = {"status": "failed", "error": _one_line(exc), "seconds": time.perf_counter() - submitted}
             yield job, outcome
     finally:
         if owned:
