@@ -194,10 +194,10 @@ def main() -> None:
             if contexts_equal is None:
                 plain_contexts = {s["doc"]["prompt_id"]: s["arguments"][0][0] for s in samples}
                 contexts_equal = plain_contexts == {p.prompt_id: c for p, c in zip(prompts, _si_contexts(
-                    si_lm, args.dataset, prompts, fewshot, args.num_fewshot))}
+                    si_lm, args.dataset, prompts, fewshot, args.num_fewshot), strict=True)}
 
         method = get_verifier("tf")
-        items = [(p, str(t)) for p, row in zip(prompts, texts) for t in row]
+        items = [(p, str(t)) for p, row in zip(prompts, texts, strict=True) for t in row]
         score_candidates(si_lm, method, items[: args.batch_size], fewshot, shots=cfg.verifier_shots,
                          apply_chat_template=False)  # warm-up
         verify_times = []

@@ -9,25 +9,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+import pandas as pd
+
 from si_bench import store, trajectories
 from si_bench.errors import SIBenchError
 from si_bench.evaluation import EvalConfig, EvalResult, evaluate
-from si_bench.fit import (
-    FitOptions,
-    SimulateConfig,
-    fit_frame,
-    fit_groups,
-    fit_store,
-    read_table,
-    simulation,
-    time_column,
-)
+from si_bench.fit import FitOptions, SimulateConfig, fit_frame, fit_groups, read_table, simulation, time_column
 from si_bench.merge import merge
 from si_bench.reports import leaderboard as board
 from si_bench.sweep import JobOutcome, SweepConfig
 from si_bench.sweep import sweep as run_sweep
 from si_bench.trainers.config import SelfImproveConfig
 from si_bench.trainers.rounds import SelfImproveRun
+from si_bench.trajectories import fit_store
 
 __all__ = ["EvalConfig", "EvalResult", "FitOptions", "SelfImproveConfig", "SimulateConfig", "SweepConfig", "evaluate",
            "run", "sweep", "train_round", "list_runs", "run_points", "run_change", "fit", "fit_file", "leaderboard",
@@ -101,11 +95,12 @@ def fit_file(path: str | Path, options: FitOptions | None = None, *, group_by: s
 
 def leaderboard(db: str | None = store.DEFAULT_DB, out_dir: str | Path = "leaderboard", *,
                 options: FitOptions | None = None, from_parquet: str | Path | None = None,
-                save_fits: bool = True) -> dict:
+                save_fits: bool = True, reference: bool = True) -> dict:
     """Write the leaderboard into out_dir: leaderboard.md/.csv/.json, index.html, plots/*.png, data.parquet.
 
-    From a store, every trajectory is fitted with `options` (the fits saved unless save_fits=False);
-    from_parquet=PATH rebuilds the same files from an earlier data.parquet, without the store."""
+    From a store, every trajectory is fitted with `options`, runs that differ only in their seed pooled (the
+    fits saved unless save_fits=False); `reference` adds the paper's digitised curves as reference rows (never
+    written into the store). from_parquet=PATH rebuilds the same files from an earlier data.parquet."""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -113,8 +108,14 @@ def leaderboard(db: str | None = store.DEFAULT_DB, out_dir: str | Path = "leader
         raise SIBenchError(f"cannot create output directory {out}: {exc.strerror}") from None
     if from_parquet is not None:
         return board.publish_from(Path(from_parquet), out)
-    entries = fit_store(db, options or FitOptions(), save=save_fits)
-    return board.publish(board.frames(entries, trajectories.load_summary(db)), out)
+    options = options or FitOptions()
+    entries = fit_store(db, options, group_by="seed", save=save_fits)
+    summary = trajectories.load_summary(db)
+    if reference:
+        references = trajectories.reference_trajectories()
+        entries += [trajectories.fit_entry(tr, options) for tr in references]
+        summary = pd.concat([summary, trajectories.points_frame(references)], ignore_index=True)
+    return board.publish(board.frames(entries, summary), out)
 
 
 def import_store(source_db: str | Path, target_db: str | Path = store.DEFAULT_DB, *,

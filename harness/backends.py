@@ -22,7 +22,8 @@ class Backend:
 
     def check_available(self, name: str) -> None:
         if self.requires and importlib.util.find_spec(self.requires) is None:
-            raise SIBenchError(f"--backend {name} needs the package {self.requires!r}, which is not installed{self.hint}")
+            raise SIBenchError(f"--backend {name} needs the package {self.requires!r}, which is not installed"
+                               f"{self.hint}")
 
 
 BACKENDS: dict[str, Backend] = {

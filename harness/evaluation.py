@@ -166,7 +166,8 @@ class Evaluation:
                 for p in self.prompts
             ])
             base = checkpoint_id == self.model.identity  # a model evaluated outside a run, or a run's step 0
-            if base and not con.execute("SELECT 1 FROM checkpoints WHERE checkpoint_id = ?", [checkpoint_id]).fetchall():
+            known = con.execute("SELECT 1 FROM checkpoints WHERE checkpoint_id = ?", [checkpoint_id]).fetchall()
+            if base and not known:
                 store.upsert(con, "checkpoints", [{
                     "checkpoint_id": self.model.identity, "model_spec": self.model.spec,
                     "path": self.model.adapter or self.model.path, "weights_hash": self.model.identity,
@@ -248,7 +249,7 @@ class Evaluation:
                 apply_chat_template=self.cfg.apply_chat_template,
             )
             rows = []
-            for prompt, responses in zip(chunk, texts):
+            for prompt, responses in zip(chunk, texts, strict=True):
                 for k, text in enumerate(responses):
                     answer, correct = self.dataset.check(str(text), prompt.answer)
                     rows.append({
@@ -283,7 +284,7 @@ class Evaluation:
             rows = [
                 {"gen_id": self.gen_id, "verifier_key": self.verifier_key, "prompt_id": pid, "sample_idx": k,
                  "score": score, "raw": {"method": self.method.name, "choice_logliks": logliks}}
-                for (pid, k, _), (score, logliks) in zip(chunk, scores)
+                for (pid, k, _), (score, logliks) in zip(chunk, scores, strict=True)
             ]
             with store.write(self.db) as con:
                 store.upsert(con, "verdicts", rows)
@@ -310,7 +311,8 @@ class Evaluation:
         frame = frame[frame.prompt_id.isin(order)]
         P, N = len(self.prompts), self.cfg.samples
         if len(frame) != P * N or frame.score.isna().any():
-            raise SIBenchError(f"evaluation {self.eval_id} is incomplete in the store ({len(frame)} of {P * N} samples)")
+            raise SIBenchError(f"evaluation {self.eval_id} is incomplete in the store ({len(frame)} of {P * N} "
+                               "samples)")
         rows = frame.prompt_id.map(order).to_numpy()
         cols = frame.sample_idx.to_numpy()
         arrays: dict[str, np.ndarray] = {}

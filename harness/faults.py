@@ -1,11 +1,12 @@
-"""Deterministic fault injection for resume tests: SI_BENCH_FAIL_AT="point:n[:kill]".
+"""Deterministic fault injection for resume tests: SI_BENCH_FAIL_AT="point:n[:kill|:enospc]".
 
-At the n-th time `point(name)` is reached, raise `InjectedFault` (or, with `:kill`, SIGKILL this
-process, a real crash). Costs one dictionary lookup when unset.
+At the n-th time `point(name)` is reached, raise `InjectedFault`; with `:kill`, SIGKILL this process (a
+real crash); with `:enospc`, raise the OSError a full disk raises. Costs one dictionary lookup when unset.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 from collections import Counter
@@ -29,6 +30,8 @@ def point(name: str) -> None:
     if _reached[name] == int(count or 1):
         if mode == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
+        if mode == "enospc":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
         raise InjectedFault(f"injected fault at {name} #{_reached[name]}")
 
 

@@ -102,7 +102,7 @@ class LogprobHFLM(HFLM):
                 texts = self._sample_batch(
                     [requests[i].args[0] for i in batch], dict(requests[batch[0]].args[1]), [seeds[i] for i in batch]
                 )
-                for i, text in zip(batch, texts):
+                for i, text in zip(batch, texts, strict=True):
                     results[i] = text
                 if self.on_batch is not None:
                     self.on_batch(len(batch))

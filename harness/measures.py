@@ -23,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
+from si_bench.resample import resample_counts
 from si_bench.select import Selection, check_candidates, check_sigma, hybrid_best_of_n
 
 __all__ = ["Measure", "compute_measures", "paired_difference", "pass_at_k"]
@@ -82,10 +83,7 @@ class _Boot:
 
     def __init__(self, P: int, n_boot: int, seed: int):
         self.P, self.n_boot = P, n_boot
-        rng = np.random.default_rng(seed)
-        idx = rng.integers(0, P, size=(n_boot, P))
-        flat = (idx + (np.arange(n_boot) * P)[:, None]).ravel()
-        self.C = np.bincount(flat, minlength=n_boot * P).reshape(n_boot, P).astype(float)
+        self.C = resample_counts(P, n_boot, np.random.default_rng(seed))
 
     def mean(self, x: np.ndarray) -> tuple[float | None, np.ndarray, int]:
         """Mean over prompts of per-prompt values x (P,), NaN entries excluded.

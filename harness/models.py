@@ -158,14 +158,38 @@ def resolve_model(spec: str) -> ModelRef:
     if path.is_dir():
         adapter_config = path / "adapter_config.json"
         if adapter_config.exists():
-            base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
+            base = _json_file(adapter_config).get("base_model_name_or_path")
+            if not isinstance(base, str):
+                raise SIBenchError(f"{adapter_config} names no base model (base_model_name_or_path)")
+            _check_weights(path)
             return ModelRef(spec, resolve_model(base).path, adapter=str(path))
         if not (path / "config.json").exists():
             raise SIBenchError(f"{path} is a directory but holds no model (no config.json)")
+        _json_file(path / "config.json")
+        _check_weights(path)
         return ModelRef(spec, str(path))
     if path.exists() or spec.startswith((".", "/")) or spec.count("/") != 1:
-        raise SIBenchError(f"unknown model {spec!r}: not a preset ({', '.join(PRESETS)}), a model directory or a hub id")
+        raise SIBenchError(f"unknown model {spec!r}: not a preset ({', '.join(PRESETS)}), a model directory or a "
+                           "hub id")
     return ModelRef(spec, str(_from_hub(spec)))
+
+
+WEIGHT_SUFFIXES = {".safetensors", ".bin", ".gguf", ".pt"}
+
+
+def _json_file(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SIBenchError(f"{path} is not readable JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise SIBenchError(f"{path} is not a JSON object")
+    return value
+
+
+def _check_weights(directory: Path) -> None:
+    if not any(p.suffix in WEIGHT_SUFFIXES for p in directory.iterdir()):
+        raise SIBenchError(f"{directory} holds no weight files ({', '.join(sorted(WEIGHT_SUFFIXES))})")
 
 
 _HASH_CACHE: dict[tuple, str] = {}
@@ -189,7 +213,7 @@ def weights_hash(directory: Path) -> str:
     """sha256 over the weight files (name, size and content); cached per (path, size, mtime)."""
     files = sorted(
         p for p in directory.iterdir()
-        if p.suffix in {".safetensors", ".bin", ".gguf", ".pt"} or p.name in {"config.json", "adapter_config.json"}
+        if p.suffix in WEIGHT_SUFFIXES or p.name in {"config.json", "adapter_config.json"}
     )
     if not files:
         raise SIBenchError(f"{directory} holds no weight files")

@@ -158,7 +158,12 @@ def _summary_sql() -> str:
 
 
 
-def _connect(path: str | Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+# `si-bench sql`: a connection that can neither write, nor reach files or other databases, nor unlock that.
+LOCKED = {"enable_external_access": False, "lock_configuration": True}
+USER_STATEMENTS = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
+
+
+def _connect(path: str | Path, read_only: bool, config: dict | None = None) -> duckdb.DuckDBPyConnection:
     path = Path(path)
     if read_only and not path.exists():
         raise SIBenchError(f"no database at {path}")
@@ -170,9 +175,9 @@ def _connect(path: str | Path, read_only: bool) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + LOCK_RETRY_SECONDS
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower():
+            return duckdb.connect(str(path), read_only=read_only, config=config or {})
+        except duckdb.Error as exc:
+            if not isinstance(exc, duckdb.IOException) or "lock" not in str(exc).lower():
                 raise SIBenchError(f"cannot open database {path}: {str(exc).splitlines()[0]}") from None
             if time.monotonic() > deadline:
                 raise SIBenchError(
@@ -182,8 +187,6 @@ def _connect(path: str | Path, read_only: bool) -> duckdb.DuckDBPyConnection:
 
 
 def _writable(path: Path) -> bool:
-    import os
-
     return os.access(path, os.W_OK)
 
 
@@ -191,7 +194,8 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)")
     current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
     if current > SCHEMA_VERSION:
-        raise SIBenchError(f"database schema v{current} is newer than this si-bench (v{SCHEMA_VERSION}); upgrade si-bench")
+        raise SIBenchError(f"database schema v{current} is newer than this si-bench (v{SCHEMA_VERSION}); "
+                           "upgrade si-bench")
     for version in range(current + 1, SCHEMA_VERSION + 1):
         con.execute("BEGIN")
         con.execute(MIGRATIONS[version - 1])
@@ -244,6 +248,22 @@ def _cell(value: Any) -> Any:
     return value
 
 
+def check_intact(path: str | Path) -> None:
+    """Read every row of every table once: a truncated or corrupted store is one clear error before any work,
+    not a traceback after it. A store that does not exist yet is intact."""
+    if not Path(path).exists():
+        return
+    with read(path) as con:
+        tables = [r[0] for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()").fetchall()]
+        try:
+            for table in tables:
+                con.execute(f'SELECT count(*), bit_xor(hash(x)) FROM "{table}" x').fetchall()
+        except duckdb.Error as exc:
+            raise SIBenchError(f"the store {path} is damaged ({str(exc).splitlines()[0]}); it was not changed: "
+                               "restore it from a copy, or give another --db") from None
+
+
 def runs_frame(path: str | Path):
     """Runs with model, dataset, mode, progress and status (a DataFrame)."""
     return query(path, """
@@ -252,6 +272,27 @@ def runs_frame(path: str | Path):
                CAST(json_extract(config, '$.rounds') AS INTEGER) AS t_planned,
                CASE mode WHEN 'fixed' THEN 'epoch' ELSE 'round' END AS t_unit, external_used, status, updated_at
         FROM runs ORDER BY created_at""")
+
+
+def user_query(path: str | Path, sql: str):
+    """`si-bench sql`: exactly one SELECT or EXPLAIN statement, on a read-only connection with external access
+    disabled and the configuration locked; anything else is refused before the store is opened."""
+    try:
+        statements = duckdb.connect().extract_statements(sql)
+    except duckdb.Error as exc:
+        raise SIBenchError(f"SQL error: {str(exc).splitlines()[0]}") from None
+    if len(statements) != 1:
+        raise SIBenchError(f"give exactly one SQL statement (got {len(statements)})")
+    if statements[0].type not in USER_STATEMENTS:
+        raise SIBenchError(f"only SELECT (or EXPLAIN) is allowed, not {statements[0].type.name}: the store is "
+                           "read-only here")
+    con = _connect(path, read_only=True, config=LOCKED)
+    try:
+        return con.execute(sql).df()
+    except duckdb.Error as exc:
+        raise SIBenchError(f"SQL error: {str(exc).splitlines()[0]}") from None
+    finally:
+        con.close()
 
 
 def query(path: str | Path, sql: str, params: Sequence[Any] | None = None):

@@ -1,19 +1,18 @@
-"""Self-improvement trajectories read from the store: U_s(t), U_v(t) and accuracies per run, with
-prompt-bootstrap replicates for the fits.
+"""Run trajectories from the store, and the one fit pipeline over them (`fit_store`).
 
-A trajectory is one (run_id, dataset, split, verifier) with its finished evaluations ordered by t.
-Its ``replicates(n_boot, seed)`` resample the PROMPTS measured at every t (the same resample at every
-t, so the series stay paired over time): per prompt, U_s is the mean NLL of its samples and U_v the
-NLL of its self pick (external picks have no sample and are skipped). The replicates are shifted so
-that they are centred on the stored series (which may rest on more prompts than the shared ones).
+A trajectory is one (run_id, dataset, split, verifier) with its finished evaluations ordered by t: a
+`si_bench.fit.Trajectory` whose resampling units are the PROMPTS measured at every t (the same resample
+at every t, so the series stay paired over time): per prompt, U_s is the mean NLL of its samples and U_v
+the NLL of its self pick (external picks have no sample and are skipped).
 
-``combine_replicates`` averages runs that differ only in their seed (same model, dataset, split,
-verifier, mode and t grid); the mean trajectory's replicates resample runs.
+`pool_seeds` pools runs that differ only in their seed (same model, dataset, split, verifier, mode and t
+grid): the mean trajectory's intervals resample runs, then prompts within runs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -21,75 +20,12 @@ import pandas as pd
 
 from si_bench import store
 from si_bench.errors import SIBenchError
+from si_bench.fit import MIN_POINTS, FitOptions, FitResult, Trajectory, clean, fit_series
 from si_bench.measures import paired_difference
-
-__all__ = ["Trajectory", "load_trajectories", "combine_replicates", "trajectories_frame", "load_summary", "run_points",
-           "run_change"]
+from si_bench.options import Options, option
 
 UNITS = ("total", "per_token")
-
-
-@dataclass
-class Trajectory:
-    run_id: str
-    model: str
-    dataset: str
-    split: str
-    verifier: str
-    mode: str | None
-    t_unit: str
-    t: np.ndarray
-    solver_uncertainty: np.ndarray  # U_s (or U_s per token)
-    verifier_uncertainty: np.ndarray  # U_v (or U_v per token)
-    solver_accuracy: np.ndarray | None = None
-    verifier_accuracy: np.ndarray | None = None
-    gap: np.ndarray | None = None  # the measured gap series (paired per prompt)
-    unit: str = "total"
-    eval_ids: list[str] = field(default_factory=list)
-    runs: list[str] = field(default_factory=list)  # the run ids behind it (several for a seed mean)
-    n_prompts_shared: int = 0
-    _prompt_s: np.ndarray | None = field(default=None, repr=False)  # (T, P) per-prompt U_s on shared prompts
-    _prompt_v: np.ndarray | None = field(default=None, repr=False)  # (T, P) per-prompt U_v (NaN: no self pick)
-    _per_run: np.ndarray | None = field(default=None, repr=False)  # (R, T, 2) for a mean over runs
-
-    @property
-    def key(self) -> str:
-        """fit_key in the store's `fits` table: run_id|dataset|split|verifier|unit."""
-        return "|".join([self.run_id, self.dataset, self.split, self.verifier, self.unit])
-
-    @property
-    def n_points(self) -> int:
-        return int(len(np.unique(self.t)))
-
-    def replicates(self, n_boot: int = 500, seed: int = 0) -> np.ndarray | None:
-        """(B, T, 2) bootstrap-resampled (solver, verifier) series, or None when there is nothing to resample.
-
-        Single runs resample prompts shared by every t; means over runs resample runs."""
-        if n_boot <= 0:
-            return None
-        rng = np.random.default_rng(seed)
-        if self._per_run is not None:
-            R = self._per_run.shape[0]
-            idx = rng.integers(0, R, size=(n_boot, R))
-            return self._per_run[idx].mean(axis=1)
-        if self._prompt_s is None or self._prompt_s.shape[1] < 2:
-            return None
-        S, V = self._prompt_s, self._prompt_v
-        T, P = S.shape
-        idx = rng.integers(0, P, size=(n_boot, P))
-        flat = (idx + (np.arange(n_boot) * P)[:, None]).ravel()
-        C = np.bincount(flat, minlength=n_boot * P).reshape(n_boot, P).astype(float)  # prompt counts
-        s_rep = (C @ S.T) / P  # (B, T)
-        defined = ~np.isnan(V)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            v_rep = (C @ np.where(defined, V, 0.0).T) / (C @ defined.T.astype(float))
-        # centre on the stored series (the shared prompts may be a subset of those measured)
-        with np.errstate(invalid="ignore"):
-            s_mean = S.mean(axis=1)
-            v_mean = np.nansum(np.where(defined, V, 0.0), axis=1) / np.maximum(defined.sum(axis=1), 1)
-        s_rep += (self.solver_uncertainty - s_mean)[None]
-        v_rep += (self.verifier_uncertainty - v_mean)[None]
-        return np.stack([s_rep, v_rep], axis=-1)
+GROUPINGS = ("run", "seed")
 
 
 # --------------------------------------------------------------------------- loading
@@ -174,33 +110,30 @@ def trajectories_from_summary(frame: pd.DataFrame, unit: str = "total",
             solver_accuracy=_array_or_none(g["solver_accuracy"]),
             verifier_accuracy=_array_or_none(g["verifier_accuracy"]),
             gap=_array_or_none(g[f"gap{suffix}"]), unit=unit, eval_ids=[str(e) for e in g["eval_id"]],
-            runs=[str(run_id)],
+            run_ids=[str(run_id)],
         )
-        if by_eval is not None:
-            _attach_prompts(traj, by_eval, unit)
+        traj.runs = [_prompt_values(traj, by_eval or {}, unit)]
         out.append(traj)
     return out
 
 
-def _attach_prompts(traj: Trajectory, by_eval: dict, unit: str) -> None:
+def _prompt_values(traj: Trajectory, by_eval: dict, unit: str) -> np.ndarray:
+    """(T, P, 2) per-prompt (U_s, U_v) on the prompts measured at every t (U_v NaN where the pick was
+    external); the run's series alone, (T, 1, 2), when fewer than 2 such prompts have a self pick."""
+    series = np.column_stack([traj.solver_uncertainty, traj.verifier_uncertainty])[:, None, :]
     cols = ("s_total", "v_total") if unit == "total" else ("s_tok", "v_tok")
-    per_t = []
-    for eid in traj.eval_ids:
-        g = by_eval.get(eid)
-        if g is None:
-            return
-        per_t.append(g.dropna(subset=[cols[0]]).set_index("prompt_id"))
-    shared = set(per_t[0].index)
-    for g in per_t[1:]:
-        shared &= set(g.index)
-    shared = sorted(shared)
+    per_t = [by_eval.get(eid) for eid in traj.eval_ids]
+    if any(g is None for g in per_t):
+        return series
+    per_t = [g.dropna(subset=[cols[0]]).set_index("prompt_id") for g in per_t]
+    shared = sorted(set.intersection(*(set(g.index) for g in per_t)))
     if len(shared) < 2:
-        return
+        return series
     S = np.vstack([g.loc[shared, cols[0]].to_numpy(dtype=float) for g in per_t])
     V = np.vstack([pd.to_numeric(g.loc[shared, cols[1]], errors="coerce").to_numpy(dtype=float) for g in per_t])
     if (~np.isnan(V)).sum(axis=1).min() == 0:
-        return
-    traj._prompt_s, traj._prompt_v, traj.n_prompts_shared = S, V, len(shared)
+        return series
+    return np.stack([S, V], axis=-1)
 
 
 def load_trajectories(db: str | Path, *, unit: str = "total", per_prompt: bool = True) -> list[Trajectory]:
@@ -218,39 +151,28 @@ def load_trajectories(db: str | Path, *, unit: str = "total", per_prompt: bool =
     return trajectories_from_summary(frame, unit, prompts)
 
 
-def combine_replicates(trajectories: list[Trajectory]) -> list[Trajectory]:
-    """Average runs that differ only in their seed.
-
-    Groups by (model, dataset, split, verifier, mode, unit) and identical t grid; a group of >= 2 runs
-    becomes one mean trajectory (run_id "mean(run_a,run_b,...)") whose replicates resample runs. Runs
-    without a partner are returned unchanged."""
+def pool_seeds(trajectories: list[Trajectory]) -> list[Trajectory]:
+    """Pool runs that differ only in their seed into one mean trajectory ("mean(run_a,run_b,...)") whose
+    intervals resample runs, then prompts within runs; runs without a partner are returned unchanged."""
     groups: dict[tuple, list[Trajectory]] = {}
     for tr in trajectories:
-        key = (tr.model, tr.dataset, tr.split, tr.verifier, tr.mode, tr.unit, tr.t_unit,
-               tuple(np.round(tr.t, 9)))
+        key = (tr.model, tr.dataset, tr.split, tr.verifier, tr.mode, tr.unit, tr.t_unit, tuple(np.round(tr.t, 9)))
         groups.setdefault(key, []).append(tr)
-    out: list[Trajectory] = []
-    for members in groups.values():
-        if len(members) == 1:
-            out.append(members[0])
-            continue
-        members = sorted(members, key=lambda m: m.run_id)
-        per_run = np.stack([np.column_stack([m.solver_uncertainty, m.verifier_uncertainty]) for m in members])  # (R, T, 2)
+    return [members[0] if len(members) == 1 else _pooled(sorted(members, key=lambda m: m.run_id))
+            for members in groups.values()]
 
-        def mean_of(attr):
-            arrs = [getattr(m, attr) for m in members]
-            return None if any(a is None for a in arrs) else np.mean(np.stack(arrs), axis=0)
 
-        run_ids = [m.run_id for m in members]
-        first = members[0]
-        out.append(replace(
-            first, run_id=f"mean({','.join(run_ids)})", solver_uncertainty=per_run[:, :, 0].mean(axis=0),
-            verifier_uncertainty=per_run[:, :, 1].mean(axis=0), solver_accuracy=mean_of("solver_accuracy"),
-            verifier_accuracy=mean_of("verifier_accuracy"), gap=mean_of("gap"),
-            eval_ids=[e for m in members for e in m.eval_ids], runs=run_ids, n_prompts_shared=0,
-            _prompt_s=None, _prompt_v=None, _per_run=per_run,
-        ))
-    return out
+def _mean_of(members: list[Trajectory], attr: str) -> np.ndarray | None:
+    arrays = [getattr(m, attr) for m in members]
+    return None if any(a is None for a in arrays) else np.mean(np.stack(arrays), axis=0)
+
+
+def _pooled(members: list[Trajectory]) -> Trajectory:
+    run_ids = [m.run_id for m in members]
+    means = {attr: _mean_of(members, attr) for attr in ("solver_uncertainty", "verifier_uncertainty", "gap",
+                                                         "solver_accuracy", "verifier_accuracy")}
+    return replace(members[0], **means, run_id=f"mean({','.join(run_ids)})", run_ids=run_ids,
+                   eval_ids=[e for m in members for e in m.eval_ids], runs=[r for m in members for r in m.runs])
 
 
 def trajectories_frame(db: str | Path, *, unit: str = "total") -> pd.DataFrame:
@@ -263,7 +185,7 @@ def trajectories_frame(db: str | Path, *, unit: str = "total") -> pd.DataFrame:
         for name, values in series.items():
             if values is None:
                 continue
-            for t, v in zip(tr.t, values):
+            for t, v in zip(tr.t, values, strict=True):
                 rows.append({"run_id": tr.run_id, "model": tr.model, "dataset": tr.dataset, "split": tr.split,
                              "verifier": tr.verifier, "mode": tr.mode, "unit": tr.unit, "t_unit": tr.t_unit,
                              "t": float(t), "series": name, "value": float(v)})
@@ -308,3 +230,126 @@ def run_change(db, run_id: str, *, n_boot: int = 2000, seed: int = 0) -> dict:
                                 n_boot=n_boot, seed=seed)
         for name in ("solver_accuracy", "solver_uncertainty", "verifier_accuracy", "verifier_uncertainty")
     } | {"t0": t0, "t1": t1}
+
+
+# --------------------------------------------------------------------------- the fit pipeline over a store
+
+
+@dataclass
+class FitInput(Options):
+    """What `si-bench fit` fits: the store's runs (default) or a trajectory file."""
+
+    trajectory: str | None = option(None, "A trajectory file (CSV, JSON Lines or parquet) instead of the store.")
+    group_by: str | None = option(None, "One fit per value of this column (a file), or 'seed' to pool runs that "
+                                        "differ only in their seed (the store; default: one fit per run).")
+
+
+@dataclass
+class FitEntry:
+    """One stored trajectory and its fit, or the note saying why it was not fitted."""
+
+    trajectory: Trajectory
+    result: FitResult | None = None
+    note: str | None = None
+
+    def to_json(self) -> dict:
+        tr = self.trajectory
+        out = {"fit_key": tr.key, "run_id": tr.run_id, "model": tr.model, "dataset": tr.dataset, "split": tr.split,
+               "verifier": tr.verifier, "mode": tr.mode, "unit": tr.unit, "t_unit": tr.t_unit,
+               "n_points": tr.n_points, "runs": tr.run_ids}
+        if self.result is not None:
+            out["fit"] = self.result.to_json()
+        if self.note:
+            out["note"] = self.note
+        return clean(out)
+
+
+def fit_entry(tr: Trajectory, options: FitOptions) -> FitEntry:
+    """One trajectory fitted, or the note saying why not."""
+    if tr.n_points < MIN_POINTS:
+        return FitEntry(tr, note=f"too few points to fit: {tr.n_points} distinct t, at least {MIN_POINTS} needed")
+    try:
+        return FitEntry(tr, result=fit_series(tr, replace(options, unit=tr.unit, rate_unit=tr.t_unit)))
+    except SIBenchError as exc:
+        return FitEntry(tr, note=f"not fitted: {exc}")
+
+
+def fit_rows(entries: list[FitEntry]) -> list[dict]:
+    """Rows for the `fits` table (fit_key = run_id|dataset|split|verifier|unit)."""
+    now = datetime.now().replace(microsecond=0)
+    rows = []
+    for e in entries:
+        tr = e.trajectory
+        if e.result is None:
+            continue
+        info = {"model": tr.model, "mode": tr.mode, "t_unit": tr.t_unit, "n_points": tr.n_points, "runs": tr.run_ids}
+        for row in e.result.rows():
+            rows.append({"fit_key": tr.key, "run_id": tr.run_id, "dataset": tr.dataset, "split": tr.split,
+                         "verifier": tr.verifier, "unit": tr.unit,
+                         **{k: row[k] for k in ("law", "quantity", "estimate", "ci_low", "ci_high", "reason", "r2")},
+                         "details": {**(row.get("details") or {}), **info}, "fitted_at": now})
+    return rows
+
+
+def _save(db, entries: list[FitEntry], rows: list[dict]) -> None:
+    """Replace the fits of every trajectory looked at, in one short write transaction."""
+    keys = sorted({e.trajectory.key for e in entries})
+    with store.write(db) as con:
+        if keys:
+            con.execute("DELETE FROM fits WHERE fit_key IN (SELECT unnest(?::VARCHAR[]))", [keys])
+        store.upsert(con, "fits", rows)
+
+
+def stored_trajectories(db, unit: str = "total", group_by: str = "run") -> list[Trajectory]:
+    if group_by not in GROUPINGS:
+        raise SIBenchError(f"--group-by for a store must be run (one fit per run) or seed (runs that differ only "
+                           f"in their seed pooled), got {group_by!r}")
+    if not Path(db).exists():
+        raise SIBenchError(f"store not found: {db}")
+    trajs = load_trajectories(db, unit=unit)
+    if not trajs:
+        raise SIBenchError(f"no self-improvement runs in {db}: no finished evaluation belongs to a run "
+                           "(start one with `si-bench run`)")
+    return pool_seeds(trajs) if group_by == "seed" else trajs
+
+
+def fit_store(db, options: FitOptions | None = None, *, group_by: str = "run", save: bool = True) -> list[FitEntry]:
+    """Fit the coupled law to every stored trajectory with enough points and save the rows into `fits`.
+
+    One trajectory per (run_id, dataset, split, verifier); group_by="seed" fits the mean of runs that differ
+    only in their seed. Trajectories with fewer points come back with a note."""
+    options = options or FitOptions()
+    entries = [fit_entry(tr, options) for tr in stored_trajectories(db, options.unit, group_by)]
+    if save:
+        _save(db, entries, fit_rows(entries))
+    return entries
+
+
+# --------------------------------------------------------------------------- the paper's curves, for reference
+
+REFERENCE_CSV = Path(__file__).parent / "data" / "reference" / "phi4_mini_figure4_digitized.csv"
+REFERENCE_SOURCE = "reference: digitised from the paper's figure (plot units), not measured here"
+
+
+def reference_trajectories() -> list[Trajectory]:
+    """The paper's Phi-4-mini training-split curves (Sun et al., Fig. 4), one trajectory per panel."""
+    from si_bench.fit import frame_to_trajectory, read_table
+
+    frame = read_table(REFERENCE_CSV)
+    out = []
+    for panel, rows in frame.groupby("panel", sort=True):
+        tr = frame_to_trajectory(rows.drop(columns=["panel"]), label=str(panel))
+        dataset, verifier = str(panel).split("_")
+        out.append(replace(tr, run_id=f"reference-{panel}", model="Phi-4-mini (Sun et al., ICLR 2026)",
+                           dataset=dataset, split="train", verifier=verifier, mode="fixed", t_unit="epoch",
+                           source=REFERENCE_SOURCE,
+                           eval_ids=[f"reference-{panel}@{t:g}" for t in tr.t]))
+    return out
+
+
+def points_frame(trajectories: list[Trajectory]) -> pd.DataFrame:
+    """Summary-like rows (eval_id, t and the series) for trajectories that have no evaluations in a store."""
+    rows = [{"eval_id": eid, "t": float(t), "solver_uncertainty": s, "verifier_uncertainty": v, "gap": s - v}
+            for tr in trajectories
+            for eid, t, s, v in zip(tr.eval_ids, tr.t, tr.solver_uncertainty, tr.verifier_uncertainty, strict=True)]
+    return pd.DataFrame(rows)

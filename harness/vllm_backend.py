@@ -179,14 +179,15 @@ class LogprobVLLM(TemplateLM):
             for req in batch:
                 context, gen_kwargs = req.args[0], req.args[1]
                 prompt_id = str(req.doc.get("prompt_id", req.doc_id))
-                p, max_new = self._sampling_params(gen_kwargs, len(occurrences[id(req)]), sample_seed(self.seed_base, prompt_id, 0))
+                seed = sample_seed(self.seed_base, prompt_id, 0)
+                p, max_new = self._sampling_params(gen_kwargs, len(occurrences[id(req)]), seed)
                 tokens = self.tok_encode(context, left_truncate_len=max(self.max_length - max_new, 1))
                 prompts.append({"prompt_token_ids": tokens})
                 params.append(p)
             outputs = self.model.generate(prompts, params, lora_request=self.lora_request, use_tqdm=False)
             done = 0
-            for req, out in zip(batch, outputs):
-                for position, completion in zip(occurrences[id(req)], out.outputs):
+            for req, out in zip(batch, outputs, strict=True):
+                for position, completion in zip(occurrences[id(req)], out.outputs, strict=True):
                     results[position] = SampledText(
                         completion.text, float(completion.cumulative_logprob), len(completion.token_ids)
                     )
@@ -198,7 +199,8 @@ class LogprobVLLM(TemplateLM):
         return results  # type: ignore[return-value]
 
     # ---- scoring ----
-    def _loglikelihood_tokens(self, requests: list, disable_tqdm: bool = False, **kwargs: Any) -> list[tuple[float, bool]]:
+    def _loglikelihood_tokens(self, requests: list, disable_tqdm: bool = False,
+                              **kwargs: Any) -> list[tuple[float, bool]]:
         params = vllm.SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=1, detokenize=False)
         results: list[tuple[float, bool]] = []
         for start in range(0, len(requests), max(self.batch_size, 1) * 8):
@@ -209,15 +211,16 @@ class LogprobVLLM(TemplateLM):
                 prompts.append({"prompt_token_ids": whole})
                 spans.append((whole, len(whole) - len(continuation_enc)))
             outputs = self.model.generate(prompts, params, lora_request=self.lora_request, use_tqdm=False)
-            for (whole, ctxlen), out in zip(spans, outputs):
+            for (whole, ctxlen), out in zip(spans, outputs, strict=True):
                 total, greedy = 0.0, True
                 # prompt_logprobs[i] holds the log-probability of token i given tokens < i (entry 0 is None);
                 # with prompt_logprobs=1 each dict has the actual token plus the top-1 token.
-                for token, entry in zip(whole[ctxlen:], out.prompt_logprobs[ctxlen:]):
+                for token, entry in zip(whole[ctxlen:], out.prompt_logprobs[ctxlen:], strict=True):
                     logprob = entry[token]
                     total += float(getattr(logprob, "logprob", logprob))
                     rank = getattr(logprob, "rank", None)
-                    greedy = greedy and (rank == 1 if rank is not None else token == max(entry, key=lambda t: _lp(entry[t])))
+                    top = rank == 1 if rank is not None else token == max(entry, key=lambda t: _lp(entry[t]))
+                    greedy = greedy and top
                 results.append((total, greedy))
         return results
 

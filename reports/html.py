@@ -7,6 +7,8 @@ from html import escape
 
 import pandas as pd
 
+from si_bench.reports.tables import interval_text
+
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 24px; color: #222; }
 h1 { font-size: 22px; margin-bottom: 4px; }
@@ -29,45 +31,47 @@ dl.fit { display: grid; grid-template-columns: max-content auto; gap: 2px 12px; 
 dl.fit dt { color: #555; } dl.fit dd { margin: 0; }
 """
 
-CI_COLUMNS = {"solver_limit", "verifier_limit", "gap_limit", "rate"}
-TEXT_COLUMNS = {"model", "dataset", "split", "verifier", "mode", "best_law", "note"}
+TEXT_COLUMNS = {"model", "data", "verifier", "mode", "law", "note"}
 
 
 def _e(x) -> str:
     return escape("" if x is None else str(x), quote=True)
 
 
-def _ci(q: dict | None) -> str:
-    if not q or q.get("estimate") is None:
-        return "–" + (f" ({q['reason']})" if q and q.get("reason") else "")
-    s = f"{q['estimate']:.4g}"
-    if q.get("ci95") and None not in q["ci95"]:
-        s += f" [{q['ci95'][0]:.4g}, {q['ci95'][1]:.4g}]"
-    return s
-
-
-def _fit_details(fit: dict) -> str:
-    items = [("rate (per " + str(fit.get("rate_unit", "round")) + ")", _ci(fit.get("rate"))),
-             ("U_s limit", _ci(fit.get("solver_limit"))), ("U_v limit", _ci(fit.get("verifier_limit"))),
-             ("G_inf", _ci(fit.get("gap_limit"))), ("alpha/beta", _ci(fit.get("alpha_over_beta"))),
-             ("t to eps", _ci(fit.get("t_to_eps")))]
+def _fit_details(fit: dict, source: str) -> str:
+    interval = fit.get("interval") or {}
+    items = [("source", source),
+             ("rate (per " + str(fit.get("rate_unit", "round")) + ")", interval_text(fit.get("rate"), 4)),
+             ("U_s limit", interval_text(fit.get("solver_limit"), 4)),
+             ("U_v limit", interval_text(fit.get("verifier_limit"), 4)),
+             ("G_inf", interval_text(fit.get("gap_limit"), 4))]
+    for series, acc in (fit.get("accuracy") or {}).items():
+        items.append((f"{series} accuracy limit", interval_text(acc.get("limit"), pct=True) if "limit" in acc
+                      else acc.get("reason", "–")))
+    items += [("alpha/beta", interval_text(fit.get("alpha_over_beta"), 4)),
+              ("t to eps", interval_text(fit.get("t_to_eps"), 4))]
+    for name in ("rate", "solver_limit", "verifier_limit", "gap_limit"):
+        if (fit.get(name) or {}).get("reason"):
+            items.append((f"{name}: open or undefined", fit[name]["reason"]))
     r2 = fit.get("r2") or {}
     items.append(("R²", ", ".join(f"{k} {v:.3f}" for k, v in r2.items() if v is not None) or "–"))
-    lin = fit.get("linearisation") or {}
-    if "rate" in lin:
-        items.append(("linearised dG on G", f"rate {_ci(lin.get('rate'))}; G_inf {_ci(lin.get('gap_limit'))}"))
+    adequacy = fit.get("adequacy") or {}
+    items.append(("coupled law", "conditional: " + str(adequacy.get("why")) if adequacy.get("conditional")
+                  else "supported by the backtest and the linearisation"))
     bt = fit.get("backtest") or {}
     if bt.get("skill_vs_persistence"):
         items.append((f"backtest skill (holdout {bt.get('holdout')})", ", ".join(
             f"{k} {v:+.2f}" for k, v in bt["skill_vs_persistence"].items() if v is not None)))
     elif bt.get("reason"):
         items.append(("backtest", bt["reason"]))
-    for n in fit.get("notes") or []:
-        items.append(("note", n))
+    items += [("intervals", f"{interval.get('method', '–')}; include {interval.get('includes', '–')}; exclude "
+                            f"{interval.get('excludes', '–')}")]
+    items += [("note", n) for n in fit.get("notes") or []]
     return "<dl class=\"fit\">" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items) + "</dl>"
 
 
-def page(table: pd.DataFrame, headers: list[str], sections: list[dict], unit: str) -> str:
+def page(table: pd.DataFrame, headers: list[str], sections: list[dict], unit: str, legend: str,
+         interval_columns: set[str]) -> str:
     parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
              "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
              "<title>si-bench leaderboard</title>", f"<style>{STYLE}</style></head><body>",
@@ -75,18 +79,18 @@ def page(table: pd.DataFrame, headers: list[str], sections: list[dict], unit: st
              "<p class=\"lead\">Solver uncertainty U<sub>s</sub> and verifier uncertainty U<sub>v</sub> "
              f"({_e('per-token' if unit == 'per_token' else 'total')} NLL) over self-improvement time, with the "
              "coupled law U(t) = U<sub>&infin;</sub> + A e<sup>&minus;&lambda;t</sup> fitted jointly (shared rate "
-             "&lambda;). Brackets: 95% bootstrap intervals over prompts. Skill: forecast backtest against "
-             "persistence (1 &minus; RMSE / RMSE<sub>persistence</sub>; &gt; 0 beats it).</p>"]
+             f"&lambda;), and saturation fits of accuracy. {_e(legend)}</p>"]
     if table.empty:
         parts.append("<p>No trajectories.</p>")
     else:
-        parts.append("<div class=\"scroll\"><table><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in headers) + "</tr></thead><tbody>")
+        head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+        parts.append(f"<div class=\"scroll\"><table><thead><tr>{head}</tr></thead><tbody>")
         for i, row in enumerate(table.to_dict("records")):
             cells = []
             for col in table.columns:
                 cls = f" class=\"text {col}\"" if col in TEXT_COLUMNS else " class=\"num\""
                 text = _e(row[col])
-                if col in CI_COLUMNS and " [" in str(row[col]):
+                if col in interval_columns and " [" in str(row[col]):
                     est, ci = str(row[col]).split(" [", 1)
                     text = f"{_e(est)}<br><span class=\"ci\">[{_e(ci)}</span>"
                 if col == "model":
@@ -98,13 +102,14 @@ def page(table: pd.DataFrame, headers: list[str], sections: list[dict], unit: st
         r = s["row"]
         parts.append(f"<h2 id=\"run-{i}\">{_e(r['model'])} · {_e(r['dataset'])}/{_e(r['split'])} · "
                      f"verifier {_e(r['verifier'])} · {_e(r.get('mode') or '')}</h2>")
-        parts.append(f"<p class=\"small\">run {_e(r['run_id'])} · {_e(r.get('n_points'))} points "
-                     f"(t in {_e(r.get('t_unit'))})</p>")
+        parts.append(f"<p class=\"small\">{_e(r.get('source'))} · run {_e(r['run_id'])} · {_e(r.get('seeds'))} "
+                     f"seed(s) · {_e(r.get('n_points'))} points (t in {_e(r.get('t_unit'))})</p>")
         if s.get("note"):
             parts.append(f"<p class=\"note\">{_e(s['note'])}</p>")
         if s.get("fit"):
-            parts.append(_fit_details(s["fit"]))
-        parts.append(f"<img class=\"plot\" src=\"{_e(r['plot'])}\" alt=\"{_e('trajectory plot: ' + str(r['model']))}\">")
+            parts.append(_fit_details(s["fit"], str(r.get("source"))))
+        alt = _e("trajectory plot: " + str(r["model"]))
+        parts.append(f"<img class=\"plot\" src=\"{_e(r['plot'])}\" alt=\"{alt}\">")
     parts.append("<p class=\"small\">Generated by si-bench; rebuild with <code>si-bench leaderboard --from-parquet "
                  "leaderboard/data.parquet</code>.</p></body></html>")
     return "\n".join(parts) + "\n"

@@ -1,6 +1,6 @@
 """The leaderboard files: leaderboard.md/.csv/.json, index.html, plots/*.png and data.parquet.
 
-The numbers come from the fit pipeline (si_bench.fit.fit_store); `frames` shapes them into four frames
+The numbers come from the fit pipeline (si_bench.trajectories.fit_store); `frames` shapes them into four frames
 (summary rows, fits rows, fitted curves, one meta row per trajectory). They travel in one long parquet
 file (column `kind`), so the whole leaderboard can be rebuilt from it alone.
 """
@@ -19,22 +19,32 @@ import pandas as pd
 from tabulate import tabulate
 
 from si_bench.errors import SIBenchError
-from si_bench.fit import FitEntry, clean, fit_rows
+from si_bench.fit import clean
 from si_bench.options import Options, option
-from si_bench.reports.tables import frame_records
+from si_bench.reports.tables import frame_records, interval_text, safe_csv_frame, terminal_text
+from si_bench.trajectories import FitEntry, fit_rows
 
 KINDS = ("summary", "fits", "curves", "meta")
 
+# The headline quantities: where each sits in a fit's JSON.
+QUANTITIES = {
+    "solver_accuracy_limit": ("accuracy", "solver", "limit"),
+    "verifier_accuracy_limit": ("accuracy", "verifier", "limit"),
+    "solver_limit": ("solver_limit",), "verifier_limit": ("verifier_limit",), "gap_limit": ("gap_limit",),
+    "rate": ("rate",),
+}
 COLUMNS = [
-    ("model", "model"), ("dataset", "dataset"), ("split", "split"), ("verifier", "verifier"), ("mode", "mode"),
-    ("t_last", "t (last)"), ("solver_accuracy_initial", "solver acc (t0)"),
-    ("solver_accuracy_final", "solver acc (last)"),
+    ("model", "model"), ("data", "data"), ("verifier", "verifier"), ("mode", "mode"), ("seeds", "seeds"),
+    ("t_last", "t (last)"), ("solver_accuracy", "solver acc (t0 → last)"),
+    ("solver_accuracy_limit", "solver acc limit [95% CI]"), ("verifier_accuracy_limit", "verifier acc limit [95% CI]"),
     ("solver_limit", "U_s limit [95% CI]"), ("verifier_limit", "U_v limit [95% CI]"),
-    ("gap_limit", "G_inf [95% CI]"), ("rate", "rate [95% CI]"), ("r2_solver", "R² U_s"),
-    ("r2_verifier", "R² U_v"), ("r2_gap", "R² G"), ("best_law", "best law (backtest)"),
-    ("best_skill", "best skill"), ("coupled_skill", "coupled skill"), ("note", "note"),
+    ("gap_limit", "G_inf [95% CI]"), ("rate", "rate [95% CI]"), ("r2", "R² U_s / U_v / G"),
+    ("law", "coupled law"), ("note", "note"),
 ]
-CI_QUANTITIES = ("solver_limit", "verifier_limit", "gap_limit", "rate")
+LEGEND = ("95% intervals; 'open': the data do not determine that end, 'not identified': no limit the data can "
+          "pin down (reasons in leaderboard.csv/.json and each row's section). 'conditional': the coupled law loses "
+          "the forecast backtest or its linearisation disagrees, so its limits hold only if the law does. "
+          "Reference rows are the paper's curves digitised from its figure (plot units, not measured here).")
 
 
 @dataclass
@@ -44,6 +54,8 @@ class PublishOptions(Options):
     out: str = option("leaderboard", "Output directory.")
     from_parquet: str | None = option(None, "Rebuild from an earlier data.parquet export instead of the store.")
     save_fits: bool = option(True, "Save the fits into the store.", flag="--save-fits/--no-save-fits")
+    reference: bool = option(True, "Add the paper's Phi-4-mini curves (digitised from its figure) as reference rows.",
+                             flag="--reference/--no-reference")
 
 
 FIT_COLUMNS = ["fit_key", "run_id", "dataset", "split", "verifier", "unit", "law", "quantity", "estimate", "ci_low",
@@ -66,8 +78,9 @@ def _curve(entry: FitEntry) -> pd.DataFrame:
 def _meta(entry: FitEntry) -> dict:
     tr, res = entry.trajectory, entry.result
     return {"fit_key": tr.key, "run_id": tr.run_id, "model": tr.model, "dataset": tr.dataset, "split": tr.split,
-            "verifier": tr.verifier, "mode": tr.mode, "unit": tr.unit, "t_unit": tr.t_unit,
-            "n_points": tr.n_points, "t_last": float(tr.t.max()), "note": entry.note, "eval_ids": json.dumps(tr.eval_ids),
+            "verifier": tr.verifier, "mode": tr.mode, "unit": tr.unit, "t_unit": tr.t_unit, "source": tr.source,
+            "seeds": len(tr.run_ids) or 1, "n_points": tr.n_points, "t_last": float(tr.t.max()), "note": entry.note,
+            "eval_ids": json.dumps(tr.eval_ids),
             "fit_json": json.dumps(res.to_json(), allow_nan=False) if res is not None else None}
 
 
@@ -160,13 +173,6 @@ def _num(v):
     return v if math.isfinite(v) else None
 
 
-def _fit_lookup(fits: pd.DataFrame, key: str) -> dict[tuple[str, str], dict]:
-    if fits.empty or "fit_key" not in fits:
-        return {}
-    sub = fits[fits["fit_key"] == key]
-    return {(r["law"], r["quantity"]): r for r in sub.to_dict("records")}
-
-
 def slug(key: str) -> str:
     """A file name for a trajectory: readable part plus a hash (no collisions, no odd characters)."""
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("_")[:60]
@@ -191,45 +197,62 @@ def shown(meta: pd.DataFrame) -> pd.DataFrame:
     return meta[keep]
 
 
+def _quantity(fit: dict, path: tuple[str, ...]) -> dict:
+    """A headline quantity's JSON ({estimate, ci95, reason}) out of a fit; {} where it is absent."""
+    node = fit
+    for part in path:
+        node = node.get(part) if isinstance(node, dict) else None
+    if node is None and path[0] == "accuracy":
+        acc = (fit.get("accuracy") or {}).get(path[1])
+        return {"estimate": None, "reason": acc.get("reason")} if acc else {}
+    return node or {}
+
+
+def _law(fit: dict | None) -> tuple[str | None, str | None]:
+    if not fit:
+        return None, None
+    adequacy = fit.get("adequacy") or {}
+    return ("conditional" if adequacy.get("conditional") else "supported"), adequacy.get("why")
+
+
+def _row(m: dict, obs: pd.DataFrame) -> dict:
+    fit = json.loads(m["fit_json"]) if not _missing(m.get("fit_json")) else None
+    acc = [_num(v) for v in obs["solver_accuracy"]] if "solver_accuracy" in obs else []
+    row = {"model": m["model"], "dataset": m["dataset"], "split": m["split"], "verifier": m["verifier"],
+           "mode": None if _missing(m.get("mode")) else m["mode"], "source": m.get("source") or "measured",
+           "seeds": int(_num(m.get("seeds")) or 1), "t_last": _num(m.get("t_last")), "n_points": int(m["n_points"]),
+           "t_unit": m["t_unit"], "unit": m["unit"], "solver_accuracy_initial": acc[0] if acc else None,
+           "solver_accuracy_final": acc[-1] if acc else None}
+    for name, path in QUANTITIES.items():
+        q = _quantity(fit or {}, path)
+        lo, hi = (q.get("ci95") or [None, None])
+        row.update({name: _num(q.get("estimate")), f"{name}_lo": _num(lo), f"{name}_hi": _num(hi),
+                    f"{name}_reason": q.get("reason")})
+    r2 = (fit or {}).get("r2") or {}
+    row.update({f"r2_{k}": _num(r2.get(k)) for k in ("solver", "verifier", "gap")})
+    row["law"], row["law_why"] = _law(fit)
+    skills = ((fit or {}).get("backtest") or {}).get("skill_vs_persistence") or {}
+    finite = {k: v for k, v in skills.items() if _num(v) is not None}
+    row["best_law"] = max(sorted(finite), key=lambda k: finite[k]) if finite else None
+    row["best_skill"], row["coupled_skill"] = finite.get(row["best_law"]), finite.get("coupled")
+    note = None if _missing(m.get("note")) else str(m["note"])
+    row["note"] = "too few points to fit" if note and note.startswith("too few points") else (
+        note or (None if fit else "not fitted"))
+    row.update({"run_id": m["run_id"], "fit_key": m["fit_key"], "plot": f"plots/{slug(m['fit_key'])}.png"})
+    return row
+
+
 def build_table(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """One numeric row per shown trajectory (CIs as _lo/_hi columns); sorted by dataset, final accuracy."""
-    meta, fits = frames["meta"], frames["fits"]
-    rows = []
-    for m in shown(meta).to_dict("records"):
-        obs = trajectory_rows(frames, m)
-        acc = [_num(v) for v in obs["solver_accuracy"]] if "solver_accuracy" in obs else []
-        f = _fit_lookup(fits, m["fit_key"])
-        row = {"model": m["model"], "dataset": m["dataset"], "split": m["split"], "verifier": m["verifier"],
-               "mode": None if _missing(m.get("mode")) else m["mode"],
-               "t_last": _num(m.get("t_last")),
-               "n_points": int(m["n_points"]), "t_unit": m["t_unit"], "unit": m["unit"],
-               "solver_accuracy_initial": acc[0] if acc else None,
-               "solver_accuracy_final": acc[-1] if acc else None}
-        for q in CI_QUANTITIES:
-            r = f.get(("coupled", q), {})
-            row[q], row[f"{q}_lo"], row[f"{q}_hi"] = (_num(r.get("estimate")), _num(r.get("ci_low")),
-                                                      _num(r.get("ci_high")))
-        for series, q in (("solver", "solver_limit"), ("verifier", "verifier_limit"), ("gap", "gap_limit")):
-            row[f"r2_{series}"] = _num(f.get(("coupled", q), {}).get("r2"))
-        skills = {law: _num(r.get("estimate")) for (law, q), r in f.items() if q == "skill_vs_persistence"}
-        finite = {k: v for k, v in skills.items() if v is not None}
-        best = max(sorted(finite), key=lambda k: finite[k]) if finite else None
-        row["best_law"], row["best_skill"] = best, finite.get(best) if best else None
-        row["coupled_skill"] = skills.get("coupled")
-        note = None if _missing(m.get("note")) else str(m["note"])
-        if note is None and not f:
-            note = "not fitted"
-        if note and note.startswith("too few points"):
-            note = "too few points to fit"
-        row["note"], row["run_id"], row["fit_key"] = note, m["run_id"], m["fit_key"]
-        row["plot"] = f"plots/{slug(m['fit_key'])}.png"
-        rows.append(row)
+    """One numeric row per shown trajectory (CIs as _lo/_hi, open ends NULL with a _reason); measured rows
+    first, by dataset and final accuracy, then the reference rows."""
+    rows = [_row(m, trajectory_rows(frames, m)) for m in shown(frames["meta"]).to_dict("records")]
     table = pd.DataFrame(rows)
     if table.empty:
         return table
     order = table["solver_accuracy_final"].fillna(-1.0)
-    table = table.assign(_o=-order).sort_values(["dataset", "_o", "model", "run_id"]).drop(columns="_o")
-    return table.reset_index(drop=True)
+    reference = table["source"] != "measured"
+    table = table.assign(_r=reference, _o=-order).sort_values(["_r", "dataset", "_o", "model", "run_id"])
+    return table.drop(columns=["_r", "_o"]).reset_index(drop=True)
 
 
 def _f(v, digits=3) -> str:
@@ -240,43 +263,51 @@ def _pct(v) -> str:
     return "–" if v is None else f"{100 * v:.1f}%"
 
 
+def _cell(r: dict, col: str) -> str:
+    if col in QUANTITIES:
+        value = {"estimate": r.get(col), "ci95": [r.get(f"{col}_lo"), r.get(f"{col}_hi")]}
+        if value["estimate"] is None and not r.get(f"{col}_reason"):
+            return "–"
+        return interval_text(value, pct=col.endswith("accuracy_limit"))
+    if col == "data":
+        return f"{r['dataset']}/{r['split']}"
+    if col == "solver_accuracy":
+        return f"{_pct(r.get('solver_accuracy_initial'))} → {_pct(r.get('solver_accuracy_final'))}"
+    if col == "r2":
+        return " / ".join("–" if r.get(f"r2_{k}") is None else f"{r[f'r2_{k}']:.3f}"
+                          for k in ("solver", "verifier", "gap"))
+    if col == "t_last":
+        v = r.get("t_last")
+        return "–" if v is None else f"{v:g} {r['t_unit']}{'s' if v != 1 else ''}"
+    if col == "model" and r.get("source", "measured") != "measured":
+        return f"{r['model']} (reference)"
+    v = r.get(col)
+    return "" if v is None else str(v)
+
+
 def display_table(table: pd.DataFrame) -> pd.DataFrame:
     """Text cells for markdown and HTML."""
-    out = []
-    for r in table.to_dict("records"):
-        d = {}
-        for col, _ in COLUMNS:
-            v = None if _missing(r.get(col)) else r.get(col)
-            if col in CI_QUANTITIES:
-                v, lo, hi = _num(v), _num(r.get(f"{col}_lo")), _num(r.get(f"{col}_hi"))
-                d[col] = _f(v) + ("" if v is None or lo is None or hi is None else f" [{_f(lo)}, {_f(hi)}]")
-            elif col.startswith("solver_accuracy"):
-                d[col] = _pct(v)
-            elif col.startswith("r2_"):
-                d[col] = "–" if v is None else f"{v:.3f}"
-            elif col.endswith("_skill"):
-                d[col] = "–" if v is None else f"{v:+.2f}"
-            elif col == "t_last":
-                d[col] = "–" if v is None else f"{v:g} {r['t_unit']}{'s' if v != 1 else ''}"
-            else:
-                d[col] = "" if v is None else str(v)
-        out.append(d)
-    return pd.DataFrame(out, columns=[c for c, _ in COLUMNS])
+    rows = [{col: _cell({k: (None if _missing(v) else v) for k, v in r.items()}, col) for col, _ in COLUMNS}
+            for r in table.to_dict("records")]
+    return pd.DataFrame(rows, columns=[c for c, _ in COLUMNS])
 
 
-def _md_cell(c) -> str:
-    """Table-safe and inert: no pipes, newlines or raw HTML from model names."""
-    return (str(c).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
-            .replace("\n", " "))
+NUMERIC_COLUMNS = {*QUANTITIES, "seeds", "t_last", "solver_accuracy", "r2"}
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#!|])")
+
+
+def _md_cell(c, column: str) -> str:
+    """Table-safe and inert: no pipes, newlines, links or raw HTML from names; numbers stay readable."""
+    text = terminal_text(str(c).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
+    return text if column in NUMERIC_COLUMNS else MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
 def markdown(table: pd.DataFrame, unit: str) -> str:
     disp = display_table(table)
-    cells = [[_md_cell(c) for c in row] for row in disp.values.tolist()]
+    cells = [[_md_cell(c, col) for c, col in zip(row, disp.columns, strict=True)] for row in disp.values.tolist()]
     head = ["# si-bench leaderboard", "",
             f"Coupled-law fits U(t) = U_inf + A e^(-rate t) of solver (U_s) and verifier (U_v) uncertainty "
-            f"({'per-token' if unit == 'per_token' else 'total'} NLL); 95% bootstrap CIs over prompts. "
-            "Skill: backtest forecast skill vs persistence (1 - RMSE / RMSE_persistence).", ""]
+            f"({'per-token' if unit == 'per_token' else 'total'} NLL), and saturation fits of accuracy. {LEGEND}", ""]
     if not cells:
         return "\n".join(head + ["No trajectories.", ""])
     return "\n".join(head) + "\n" + tabulate(cells, headers=[h for _, h in COLUMNS], tablefmt="github",
@@ -297,7 +328,7 @@ def render(frames: dict[str, pd.DataFrame], out_dir: Path) -> dict:
     files = []
     md = markdown(table, unit)
     (out_dir / "leaderboard.md").write_text(md, encoding="utf-8")
-    table.to_csv(out_dir / "leaderboard.csv", index=False)
+    safe_csv_frame(table).to_csv(out_dir / "leaderboard.csv", index=False)
     (out_dir / "leaderboard.json").write_text(
         json.dumps({"unit": unit, "rows": frame_records(table)}, allow_nan=False, indent=1) + "\n", encoding="utf-8")
     files += ["leaderboard.md", "leaderboard.csv", "leaderboard.json"]
@@ -310,12 +341,15 @@ def render(frames: dict[str, pd.DataFrame], out_dir: Path) -> dict:
         curve = curve[curve["fit_key"] == r["fit_key"]] if not curve.empty else curve
         fit = json.loads(m["fit_json"]) if not _missing(m.get("fit_json")) else None
         path = out_dir / r["plot"]
+        reference = r.get("source", "measured") != "measured"
         plots.trajectory_figure(path, obs, curve, fit, unit=unit, t_unit=str(m["t_unit"]),
-                                title=f"{r['model']} · {r['dataset']}/{r['split']} · {r['verifier']}")
+                                title=f"{r['model']} · {r['dataset']}/{r['split']} · {r['verifier']}"
+                                      + (" · reference, digitised from the paper" if reference else ""),
+                                y_label="uncertainty (the paper's plot units)" if reference else None)
         files.append(r["plot"])
         r = {k: (None if _missing(v) else v) for k, v in r.items()}
         sections.append({"row": r, "fit": fit, "note": r["note"]})
-    (out_dir / "index.html").write_text(html.page(display_table(table), [h for _, h in COLUMNS], sections, unit),
-                                        encoding="utf-8")
+    page = html.page(display_table(table), [h for _, h in COLUMNS], sections, unit, LEGEND, set(QUANTITIES))
+    (out_dir / "index.html").write_text(page, encoding="utf-8")
     files += ["index.html", "data.parquet"]
     return {"out_dir": str(out_dir), "files": files, "rows": len(table)}

@@ -1,30 +1,24 @@
-"""Per-trajectory figures (matplotlib, Agg). Rendering only: fitted curves and the linearisation come in.
+"""Per-trajectory figures (matplotlib's object API: no pyplot, no global backend). Rendering only: fitted
+curves, limits and the linearisation come in.
 
-Panels: (a) U_s and U_v with the fitted coupled curves and 95% bands, (b) the gap G = U_s - U_v with the
-fitted gap curve, (c) the linearisation check dG against G with its OLS line, (d) accuracies when measured.
+Panels: (a) U_s and U_v with the fitted coupled curves, 95% bands and limits, (b) the gap G = U_s - U_v with
+the fitted gap curve, (c) the linearisation check dG against G with its OLS line, (d) accuracies with their
+limits when measured. A limit's legend entry shows its interval; an end the data do not determine reads
+"open", and a limit the data cannot pin down reads "not identified".
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from si_bench.errors import SIBenchError
-from si_bench.options import Options, option
+from si_bench.reports.tables import interval_text
 
 SOLVER, VERIFIER, GAP = "#1f77b4", "#d62728", "#2ca02c"
-
-
-@dataclass
-class PlotOutput(Options):
-    plot: str | None = option(None, "Write a PNG of the trajectory to this path.")
 
 
 def _col(frame: pd.DataFrame, name: str) -> np.ndarray | None:
@@ -57,21 +51,29 @@ def _band(ax, curve, name, color, label):
         ax.fill_between(tg[ok], lo[ok], hi[ok], color=color, alpha=0.15, lw=0)
 
 
-def _limit(ax, fit, name, color):
-    q = (fit or {}).get(name) or {}
-    if q.get("estimate") is not None:
-        ax.axhline(q["estimate"], color=color, ls=":", lw=1)
+def _limit(ax, q: dict | None, color, label: str, pct: bool = False):
+    """The limit as a dotted line and, where both ends are determined, a light band; its interval in the legend."""
+    if not q:
+        return
+    text = f"{label} {interval_text(q, pct=pct)}"
+    if q.get("estimate") is None:
+        ax.plot([], [], ls=":", color=color, lw=1, label=text)
+        return
+    ax.axhline(q["estimate"], color=color, ls=":", lw=1, label=text)
+    lo, hi = q.get("ci95") or (None, None)
+    if lo is not None and hi is not None:
+        ax.axhspan(lo, hi, color=color, alpha=0.06, lw=0)
 
 
 def trajectory_figure(path: Path, obs: pd.DataFrame, curve: pd.DataFrame | None, fit: dict | None, *,
-                      unit: str = "total", t_unit: str = "round", title: str = "") -> Path:
+                      unit: str = "total", t_unit: str = "round", title: str = "", y_label: str | None = None) -> Path:
     suffix = "_per_token" if unit == "per_token" else ""
     t = _col(obs, "t")
     t = np.zeros(0) if t is None else t
     has_acc = _col(obs, "solver_accuracy") is not None or _col(obs, "verifier_accuracy") is not None
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7.2), dpi=90)
-    (a, b), (c, d) = axes
-    label_u = "NLL per token" if unit == "per_token" else "NLL (nats)"
+    fig = Figure(figsize=(10, 7.2), dpi=90)
+    (a, b), (c, d) = fig.subplots(2, 2)
+    label_u = y_label or ("NLL per token" if unit == "per_token" else "NLL (nats)")
 
     # (a) U_s, U_v
     for name, col, color, sym in (("solver", "solver_uncertainty", SOLVER, "U_s"),
@@ -79,7 +81,7 @@ def trajectory_figure(path: Path, obs: pd.DataFrame, curve: pd.DataFrame | None,
         y = _col(obs, col + suffix)
         _errorbar(a, t, y, _col(obs, f"{col}{suffix}_lo"), _col(obs, f"{col}{suffix}_hi"), color, f"{sym} measured")
         _band(a, curve, name, color, f"{sym} coupled fit")
-        _limit(a, fit, f"{name}_limit", color)
+        _limit(a, (fit or {}).get(f"{name}_limit"), color, f"{sym} limit")
     a.set_title("(a) solver and verifier uncertainty", fontsize=10)
     a.set_xlabel(t_unit)
     a.set_ylabel(label_u)
@@ -89,7 +91,7 @@ def trajectory_figure(path: Path, obs: pd.DataFrame, curve: pd.DataFrame | None,
     g = _col(obs, "gap" + suffix)
     _errorbar(b, t, g, _col(obs, f"gap{suffix}_lo"), _col(obs, f"gap{suffix}_hi"), GAP, "G measured")
     _band(b, curve, "gap", GAP, "G coupled fit")
-    _limit(b, fit, "gap_limit", GAP)
+    _limit(b, (fit or {}).get("gap_limit"), GAP, "G limit")
     b.set_title("(b) gap G = U_s - U_v", fontsize=10)
     b.set_xlabel(t_unit)
     b.set_ylabel(label_u)
@@ -97,9 +99,9 @@ def trajectory_figure(path: Path, obs: pd.DataFrame, curve: pd.DataFrame | None,
 
     # (c) linearisation check: dG against G
     lin = (fit or {}).get("linearisation") or {}
-    if g is not None and len(g) >= 2:
-        order = np.argsort(t)
-        ts, gs = t[order], g[order]
+    if g is not None and len(np.unique(t)) >= 2:
+        by_t = pd.Series(g).groupby(t).mean()  # the mean over pooled seed runs at each t
+        ts, gs = by_t.index.to_numpy(dtype=float), by_t.to_numpy(dtype=float)
         even = lin.get("spacing") is not None or (len(ts) > 1 and np.allclose(np.diff(ts), np.diff(ts)[0]))
         dg = np.diff(gs) if even else np.diff(gs) / np.diff(ts)
         x = gs[:-1]
@@ -118,8 +120,13 @@ def trajectory_figure(path: Path, obs: pd.DataFrame, curve: pd.DataFrame | None,
 
     # (d) accuracies
     if has_acc:
-        for col, color, label in (("solver_accuracy", SOLVER, "solver"), ("verifier_accuracy", VERIFIER, "verifier")):
-            _errorbar(d, t, _col(obs, col), _col(obs, col + "_lo"), _col(obs, col + "_hi"), color, label)
+        accuracy = (fit or {}).get("accuracy") or {}
+        for name, color in (("solver", SOLVER), ("verifier", VERIFIER)):
+            col = f"{name}_accuracy"
+            _errorbar(d, t, _col(obs, col), _col(obs, col + "_lo"), _col(obs, col + "_hi"), color, name)
+            acc = accuracy.get(name)
+            if acc:
+                _limit(d, acc.get("limit") or {"estimate": None}, color, f"{name} limit", pct=True)
         d.set_title("(d) accuracy", fontsize=10)
         d.set_xlabel(t_unit)
         d.set_ylim(-0.02, 1.02)
@@ -132,14 +139,14 @@ def trajectory_figure(path: Path, obs: pd.DataFrame, curve: pd.DataFrame | None,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")
-    plt.close(fig)
     return path
 
 
 def simulation_figure(df: pd.DataFrame, lim: dict, path: Path, cross: bool) -> None:
     """U_s, U_v and G of a simulated trajectory (with the predicted limits when there is no external data)."""
     try:
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig = Figure(figsize=(6, 4))
+        ax = fig.subplots()
         ax.plot(df["t"], df["solver_uncertainty"], "o-", label="solver U_s")
         ax.plot(df["t"], df["verifier_uncertainty"], "s-", label="verifier U_v")
         ax.plot(df["t"], df["gap"], "^-", label="gap G")
@@ -152,6 +159,5 @@ def simulation_figure(df: pd.DataFrame, lim: dict, path: Path, cross: bool) -> N
         ax.legend()
         fig.tight_layout()
         fig.savefig(path, dpi=120)
-        plt.close(fig)
     except OSError as exc:
         raise SIBenchError(f"cannot write plot {path}: {exc.strerror or exc}") from None

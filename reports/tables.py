@@ -1,11 +1,14 @@
-"""Data frames as text: a terminal table, CSV or JSON (non-finite numbers as null)."""
+"""Data frames as text: a terminal table, CSV or JSON (non-finite numbers as null), each safe to open:
+control characters never reach a terminal, and a CSV cell never starts a spreadsheet formula."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
@@ -20,11 +23,25 @@ class OutputFormat(Options):
 
 
 @dataclass
+class PlotOutput(Options):
+    plot: str | None = option(None, "Write a PNG of the trajectory to this path.")
+
+
+@dataclass
 class JsonOutput(Options):
     as_json: bool = option(False, "Print JSON instead of tables.", flag="--json")
 
 
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _clean(value):
+    """A JSON-ready value: non-finite numbers as None, lists (DuckDB LIST, numpy arrays) element by element."""
+    if isinstance(value, (np.ndarray, list, tuple)):
+        return [_clean(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if hasattr(value, "isoformat"):
@@ -34,14 +51,49 @@ def _clean(value):
     return value
 
 
+def terminal_text(value) -> str:
+    """Text for a terminal: control characters (escape sequences, newlines) become one space."""
+    return CONTROL.sub(" ", str(value))
+
+
+def csv_safe(value):
+    """A spreadsheet opens a cell starting with = + - @ as a formula: such text gets a leading quote."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+
+def safe_csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.astype(object).map(csv_safe)
+
+
+def interval_text(q: dict | None, digits: int = 3, pct: bool = False) -> str:
+    """"2.45 [1.24, open]": an estimate and its 95% interval, an end the data do not determine shown as open;
+    "not identified" when the data pin no value down."""
+    if not q:
+        return "–"
+    if q.get("estimate") is None:
+        return "not identified"
+
+    def num(v) -> str:
+        return "open" if v is None else (f"{100 * v:.1f}%" if pct else f"{v:.{digits}g}")
+
+    ci = q.get("ci95")
+    return num(q["estimate"]) + ("" if not ci else f" [{num(ci[0])}, {num(ci[1])}]")
+
+
 def frame_records(frame: pd.DataFrame) -> list[dict]:
     return [{k: _clean(v) for k, v in row.items()} for row in frame.astype(object).to_dict("records")]
 
 
 def render_frame(frame: pd.DataFrame, format: str = "table") -> str:
     if format == "csv":
-        return frame.to_csv(index=False).rstrip("\n")
+        return safe_csv_frame(frame).to_csv(index=False).rstrip("\n")
     if format == "json":
         return json.dumps(frame_records(frame), allow_nan=False, default=str)
-    return tabulate(frame.astype(object).where(frame.notna(), None).values.tolist(), headers=list(frame.columns),
-                    tablefmt="simple", floatfmt=".4g", missingval="NULL")
+    cells = [[None if _missing(v) else (terminal_text(v) if isinstance(v, str) else _clean(v)) for v in row]
+             for row in frame.astype(object).values.tolist()]
+    return tabulate(cells, headers=[terminal_text(c) for c in frame.columns], tablefmt="simple", floatfmt=".4g",
+                    missingval="NULL")
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT

@@ -5,16 +5,25 @@ from __future__ import annotations
 from typing import Iterable
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from tabulate import tabulate
 
+from si_bench.reports.tables import interval_text, terminal_text
+
 HEADLINE = [
     ("solver accuracy", "solver_accuracy"), ("verifier accuracy", "verifier_accuracy"),
-    ("U_s (solver uncertainty, NLL)", "solver_uncertainty"), ("U_v (verifier uncertainty, NLL)", "verifier_uncertainty"),
+    ("U_s (solver uncertainty, NLL)", "solver_uncertainty"),
+    ("U_v (verifier uncertainty, NLL)", "verifier_uncertainty"),
     ("G = U_s - U_v", "gap"), ("U_s per token", "solver_uncertainty_per_token"),
     ("U_v per token", "verifier_uncertainty_per_token"), ("G per token", "gap_per_token"),
     ("mean length (tokens)", "solver_length"),
 ]
+
+
+def _safe(text) -> str:
+    """User-given names in a rich table: no control characters, no rich markup."""
+    return escape(terminal_text(text))
 
 
 def fmt(value, digits: int = 3) -> str:
@@ -32,7 +41,7 @@ def measure_rows(metrics: dict) -> Iterable[tuple[str, str, str, str]]:
 
 def evaluation_table(result) -> Table:
     cfg = result.config
-    table = Table(title=f"{cfg.model} · {cfg.dataset}/{cfg.split} · N={cfg.samples} · verifier {cfg.verifier} "
+    table = Table(title=f"{_safe(cfg.model)} · {cfg.dataset}/{cfg.split} · N={cfg.samples} · verifier {cfg.verifier} "
                         f"(sigma {cfg.sigma}) · {result.n_prompts} prompts")
     for column in ("measure", "value", "95% CI", "note"):
         table.add_column(column)
@@ -55,7 +64,7 @@ def _with_ci(value, lo, hi) -> str:
 
 
 def trajectory_table(run_id: str, frame, change: dict) -> Table:
-    table = Table(title=f"run {run_id}: test-split trajectory (95% CIs)")
+    table = Table(title=f"run {_safe(run_id)}: test-split trajectory (95% CIs)")
     for column in ("t", "U_s", "U_v", "G", "solver acc", "verifier acc"):
         table.add_column(column)
     for row in frame.itertuples():
@@ -95,34 +104,27 @@ def sweep_table(outcomes) -> Table:
 # --------------------------------------------------------------------------- fits
 
 
-def _fmt(q) -> str:
-    if not isinstance(q, dict):
-        return "-" if q is None else f"{q:.4g}"
-    est = q.get("estimate")
-    s = "-" if est is None else f"{est:.4g}"
-    ci = q.get("ci95")
-    if ci and None not in ci:
-        s += f"  [{ci[0]:.4g}, {ci[1]:.4g}]"
-    if q.get("reason"):
-        s += f"  ({q['reason']})"
-    return s
-
-
 def fit_report(j: dict, title: str = "") -> str:
     """A fit result (its JSON form) as text: the coupled law, R², linearisation, laws and backtest, notes."""
     lines = []
     echo = lines.append
     if title:
         echo(f"\n== {title} ==")
-    rows = [(k, _fmt(j[k])) for k in ("rate", "solver_limit", "verifier_limit", "gap_limit", "alpha_over_beta",
-                                       "alpha_k", "beta_k", "t_to_eps")]
+    rows = [(k, interval_text(j[k], 4), j[k].get("reason") or "") for k in (
+        "rate", "solver_limit", "verifier_limit", "gap_limit", "alpha_over_beta", "alpha_k", "beta_k", "t_to_eps")]
     echo(tabulate(rows, headers=[f"coupled model (rate per {j['rate_unit']}, n={j['n_points']})",
-                                       "estimate  [95% CI]"]))
+                                 "estimate [95% CI]", "open end or undefined: why"]))
+    interval = j.get("interval") or {}
+    echo(f"intervals: {interval.get('method', '-')}; include {interval.get('includes', '-')}")
+    adequacy = j.get("adequacy") or {}
+    echo("coupled law: " + (f"conditional ({adequacy.get('why')})" if adequacy.get("conditional")
+                            else "supported by the backtest and the linearisation"))
     r2 = j["r2"]
     echo("R^2: " + ", ".join(f"{k} {'-' if v is None else f'{v:.4f}'}" for k, v in r2.items()))
     lin = j.get("linearisation", {})
     if "rate" in lin:
-        echo(f"linearisation dG on G: rate {_fmt(lin['rate'])}; gap limit {_fmt(lin.get('gap_limit'))}; "
+        echo(f"linearisation dG on G: rate {interval_text(lin['rate'], 4)}; "
+             f"gap limit {interval_text(lin.get('gap_limit'), 4)}; "
                    f"R^2 {lin.get('r2', float('nan')):.3f}")
     alt = j.get("alternatives", {})
     bt = j.get("backtest", {})
@@ -139,10 +141,9 @@ def fit_report(j: dict, title: str = "") -> str:
     if bt.get("reason"):
         echo(f"backtest: {bt['reason']}")
     for series, acc in (j.get("accuracy") or {}).items():
-        if "limit" in acc:
-            echo(f"{series} accuracy limit: {_fmt(acc['limit'])}")
-        else:
-            echo(f"{series} accuracy: {acc.get('reason')}")
+        limit = acc.get("limit") or {"estimate": None}
+        reason = limit.get("reason") or acc.get("reason")
+        echo(f"{series} accuracy limit: {interval_text(limit, pct=True)}" + (f" ({reason})" if reason else ""))
     for n in j.get("notes", []):
         echo(f"note: {n}")
     return "\n".join(lines)

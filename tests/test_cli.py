@@ -74,7 +74,7 @@ def test_evaluate_rejects_bad_input(tmp_path, tiny_model):
         base = EVALUATE if "--model" not in args else [a for a in EVALUATE if a not in ("--model", "tiny-test")]
         dbs.append(str(tmp_path / f"si-{i}.duckdb"))
         calls.append([*base, *args, "--db", dbs[-1]])
-    for (args, fragments), result, db in zip(BAD_EVALUATE, run_many(*calls), dbs):
+    for (args, fragments), result, db in zip(BAD_EVALUATE, run_many(*calls), dbs, strict=True):
         assert_user_error(result, *fragments)
         assert not os.path.exists(db), args
 
@@ -122,7 +122,8 @@ def test_sql_errors(tmp_path, seeded_db):
         ["sql", "DELETE FROM metrics", "--db", seeded_db],  # the store is opened read-only
         ["sql", "SELECT 1", "--db", seeded_db, "--format", "xml"],
     )
-    for result, fragment in zip(results, ["no database at", "SQL error", "SQL error", "", "unknown format 'xml'"]):
+    fragments = ["no database at", "SQL error", "SQL error", "", "unknown format 'xml'"]
+    for result, fragment in zip(results, fragments, strict=True):
         assert_user_error(result, fragment)
     assert not (tmp_path / "absent.duckdb").exists()
     assert row_counts(seeded_db) == before

@@ -17,7 +17,7 @@ def test_gsm8k_reference_solutions_extract_their_own_answer():
     rows = read_jsonl(DATA_DIR / "gsm8k" / "train.jsonl", ("question", "answer"))[:200]
     prompts = get_dataset("gsm8k").load("train")[:200]
     annotated = 0
-    for row, prompt in zip(rows, prompts):
+    for row, prompt in zip(rows, prompts, strict=True):
         gold = row["answer"].rsplit("####", 1)[-1].strip().replace(",", "")
         annotated += "<<" in row["answer"]
         # the raw solution, calculator annotations and all, and the stored (stripped) reference

@@ -31,7 +31,8 @@ def test_evaluate_writes_expected_rows(db, tiny_cfg):
     assert counts(db)["picks"] == P
     assert result.generated == P * N and result.scored == P * N
     names = {r[1] for r in table_rows(db, "metrics", "name")}
-    assert {"solver_accuracy", "verifier_accuracy", "solver_uncertainty", "verifier_uncertainty", "gap", "gap_per_token", "pass@1", "pass@2",
+    assert {"solver_accuracy", "verifier_accuracy", "solver_uncertainty", "verifier_uncertainty", "gap",
+            "gap_per_token", "pass@1", "pass@2",
             "maj@2", "auroc", "brier", "ece", "relative_gap", "fallback_rate"} <= names
     summary = table_rows(db, "summary", "eval_id")
     assert len(summary) == 1
@@ -67,7 +68,8 @@ def test_other_sample_count_never_overwrites(db, tiny_cfg):
 
 def comparable(db: str, table: str) -> list[tuple]:
     """Rows with floats rounded: batch composition changes float sums in the last bits only."""
-    return [tuple(round(v, 4) if isinstance(v, float) else v for v in row) for row in table_rows(db, table, KEYS[table])]
+    return [tuple(round(v, 4) if isinstance(v, float) else v for v in row)
+            for row in table_rows(db, table, KEYS[table])]
 
 
 @pytest.mark.parametrize("fault", ["sample_chunk:2", "verify_chunk:1"])

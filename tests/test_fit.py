@@ -37,17 +37,9 @@ def _strict(text: str):
 
 
 def _app() -> typer.Typer:
-    try:
-        from si_bench.cli import app
+    from si_bench.cli import app
 
-        return app
-    except Exception:  # other commands may not exist yet in a partial tree
-        from si_bench.cli import fit, simulate
-
-        app = typer.Typer(pretty_exceptions_enable=False)
-        app.command("fit")(fit.command)
-        app.command("simulate")(simulate.command)
-        return app
+    return app
 
 
 # ---- 1. coverage of the intervals: see test_fit_intervals.py ------------------------------------------
@@ -198,7 +190,8 @@ def test_cli_fit_long_format_group_by_and_step_synonym(tmp_path):
     rng = np.random.default_rng(1)
     s, v = _truth_series()
     rows = [{"step": t, "run": run, "solver_uncertainty": a + rng.normal(0, 0.01),
-             "verifier_uncertainty": b + rng.normal(0, 0.01)} for run in range(4) for t, a, b in zip(T20, s, v)]
+             "verifier_uncertainty": b + rng.normal(0, 0.01)}
+            for run in range(4) for t, a, b in zip(T20, s, v, strict=True)]
     p = tmp_path / "runs.csv"
     pd.DataFrame(rows).to_csv(p, index=False)
     r = CliRunner().invoke(_app(), ["fit", "--trajectory", str(p), "--json", "--boot", "100"])
@@ -236,15 +229,18 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     p = tmp_path / "a.csv"
     pd.DataFrame({"t": [0, 1, 2, 3, 4], "solver_uncertainty": [1, 0.8, 0.7, 0.6, 0.55]}).to_csv(p, index=False)
     assert "verifier_uncertainty" in _err(["fit", "--trajectory", str(p)])
-    pd.DataFrame({"t": [0, 1, 2], "solver_uncertainty": [1, .8, .7], "verifier_uncertainty": [.5, .4, .35]}).to_csv(p, index=False)
+    pd.DataFrame({"t": [0, 1, 2], "solver_uncertainty": [1, .8, .7],
+                  "verifier_uncertainty": [.5, .4, .35]}).to_csv(p, index=False)
     assert "too few points" in _err(["fit", "--trajectory", str(p)])
-    pd.DataFrame({"t": range(6), "solver_uncertainty": [1.0] * 6, "verifier_uncertainty": [.5, .4, .35, .3, .28, .27]}).to_csv(p, index=False)
+    pd.DataFrame({"t": range(6), "solver_uncertainty": [1.0] * 6,
+                  "verifier_uncertainty": [.5, .4, .35, .3, .28, .27]}).to_csv(p, index=False)
     assert "constant" in _err(["fit", "--trajectory", str(p)])
     pd.DataFrame({"t": range(6), "solver_uncertainty": [1, .8, float("nan"), .6, .55, .5],
                   "verifier_uncertainty": [.5, .4, .35, .3, .28, .27]}).to_csv(p, index=False)
     msg = _err(["fit", "--trajectory", str(p)])
     assert "row 4" in msg and "solver_uncertainty" in msg
-    pd.DataFrame({"x": range(6), "solver_uncertainty": range(6), "verifier_uncertainty": range(6)}).to_csv(p, index=False)
+    pd.DataFrame({"x": range(6), "solver_uncertainty": range(6),
+                  "verifier_uncertainty": range(6)}).to_csv(p, index=False)
     assert "time column" in _err(["fit", "--trajectory", str(p)])
     assert "unknown group column 'nope'" in _err(["fit", "--trajectory", str(REFERENCE), "--group-by", "nope"])
     assert "store not found" in _err(["fit", "--db", str(tmp_path / "none.duckdb")])
@@ -256,10 +252,8 @@ def test_bad_inputs_give_clear_errors(tmp_path):
 
 
 def test_main_prints_one_line_error(tmp_path, capsys, monkeypatch):
-    try:
-        from si_bench.cli import main
-    except Exception:
-        pytest.skip("si_bench.cli registry not importable in this partial tree")
+    from si_bench.cli import main
+
     monkeypatch.setattr("sys.argv", ["si-bench", "fit", "--trajectory", str(tmp_path / "missing.csv")])
     with pytest.raises(SystemExit) as e:
         main()

@@ -74,7 +74,8 @@ def test_accuracy_limits_flat_or_not_saturating_give_no_limit():
     v = 0.6 + 0.2 * np.exp(-0.5 * t)
     flat = 0.5 + rng.normal(0, 0.01, 8)
     linear = 0.1 + 0.05 * t + rng.normal(0, 0.005, 8)
-    acc = fit_trajectory(t, s, v, solver_acc=flat, verifier_acc=linear, options=FitOptions(n_boot=20)).to_json()
+    acc = fit_trajectory(t, s, v, solver_accuracy=flat, verifier_accuracy=linear,
+                         options=FitOptions(n_boot=20)).to_json()
     acc = _strict_json(acc)["accuracy"]
     assert acc["solver"]["limit"]["estimate"] is None and "no limit identified" in acc["solver"]["limit"]["reason"]
     lim = acc["verifier"]["limit"]
@@ -82,7 +83,7 @@ def test_accuracy_limits_flat_or_not_saturating_give_no_limit():
     assert lim["estimate"] is None or 0 <= lim["estimate"] <= 1
     assert lim["ci95"][0] is None or 0 <= lim["ci95"][0] <= 1
     saturating = 0.8 - 0.3 * np.exp(-0.5 * t) + rng.normal(0, 0.005, 8)
-    good = fit_trajectory(t, s, v, solver_acc=saturating, options=FitOptions(n_boot=20)).to_json()["accuracy"]
+    good = fit_trajectory(t, s, v, solver_accuracy=saturating, options=FitOptions(n_boot=20)).to_json()["accuracy"]
     lo, hi = good["solver"]["limit"]["ci95"]
     assert lo <= 0.8 <= hi and hi - lo < 0.1
 

@@ -15,6 +15,11 @@ from si_bench.errors import SIBenchError
 from si_bench.fit import FitOptions
 
 HOSTILE = "<script>alert(1)</script>"
+FORMULA = "=cmd|' /C calc'!A0"
+LINK = "[x](javascript:alert(1))"
+FAST = {"us_inf": 1.0, "a_s": 2.0, "uv_inf": 0.6, "a_v": 1.2, "lam": 4.0}  # all the change by t = 1
+TABLE_A = {"gsm8k_qe": (.996, .966, .948), "gsm8k_tf": (.998, .980, .989), "math_qe": (.998, .981, .981),
+           "math_tf": (.998, .979, .984)}
 
 
 def _strict(text: str):
@@ -29,6 +34,8 @@ def db(tmp_path_factory):
     make_run(path, "good-run", model="org/good-model", ts=(0, 1, 2, 3, 4, 5))
     make_run(path, "good-run", model="org/good-model", ts=(0, 1, 2, 3, 4, 5), split="train", P=15)
     make_run(path, "short-run", model=HOSTILE, ts=(0, 1, 2), mode="fixed", noise=0.1)
+    make_run(path, "fast-run", model=FORMULA, ts=(0, 1, 2, 3, 4), truth=FAST, P=20)
+    make_run(path, "link-run", model=LINK, ts=(0, 1, 2), P=5)
     return path
 
 
@@ -57,12 +64,13 @@ def test_fit_store_recovers_the_limits(fitted):
     assert any("prompts measured at every t" in n for n in good.get("notes", []))
     short = by_key["short-run|gsm8k|test|self|per_token"]
     assert "fit" not in short and short["note"].startswith("too few points to fit")
-    assert fitted["n_fitted"] == 2  # good-run test and train
+    assert fitted["n_fitted"] == 3  # good-run test and train, fast-run
 
 
 def test_fit_store_writes_and_replaces_fits(db, fitted):
     fits = store.query(db, "SELECT * FROM fits WHERE unit = 'per_token'")
-    assert set(fits.fit_key) == {"good-run|gsm8k|test|self|per_token", "good-run|gsm8k|train|self|per_token"}
+    assert set(fits.fit_key) == {"good-run|gsm8k|test|self|per_token", "good-run|gsm8k|train|self|per_token",
+                                 "fast-run|gsm8k|test|self|per_token"}
     row = fits[(fits.fit_key == "good-run|gsm8k|test|self|per_token") & (fits.law == "coupled")
                & (fits.quantity == "solver_limit")].iloc[0]
     assert row.run_id == "good-run" and row.split == "test" and row.verifier == "self" and row.r2 > 0.9
@@ -84,24 +92,65 @@ def test_fit_store_without_runs(tmp_path):
         api.fit(empty, group_by="panel")
 
 
+MEASURED = {"good-run", "short-run", "fast-run", "link-run"}
+
+
 def test_leaderboard_files(board):
     out, res = board
     for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "index.html", "data.parquet"):
         assert (out / name).is_file(), name
-    assert res["rows"] == 2
+    assert res["rows"] == len(MEASURED) + 4
     j = _strict((out / "leaderboard.json").read_text())
     rows = {r["run_id"]: r for r in j["rows"]}
-    assert set(rows) == {"good-run", "short-run"}  # the test split of each run
+    assert set(rows) == MEASURED | {f"reference-{p}" for p in TABLE_A}  # the test split of each run
+    assert [r["source"] == "measured" for r in j["rows"]] == [True] * len(MEASURED) + [False] * 4
     good, short = rows["good-run"], rows["short-run"]
     assert good["solver_limit_lo"] <= 50 * TRUTH["us_inf"] <= good["solver_limit_hi"]  # total NLL: 50 tokens
     assert 0 < good["solver_accuracy_initial"] < good["solver_accuracy_final"] <= 1
     assert good["r2_solver"] > 0.9 and good["best_law"] is not None and good["coupled_skill"] is not None
+    assert good["law"] in ("supported", "conditional") and good["seeds"] == 1
     assert short["note"] == "too few points to fit" and short["solver_limit"] is None
     assert short["solver_accuracy_final"] is not None and short["mode"] == "fixed"
     csv = pd.read_csv(out / "leaderboard.csv")
     assert list(csv.run_id) == [r["run_id"] for r in j["rows"]]
     md = (out / "leaderboard.md").read_text()
     assert "| model" in md and "org/good-model" in md and "too few points to fit" in md
+
+
+def test_open_ends_are_null_with_a_reason_everywhere(board):
+    out, _ = board
+    fast = next(r for r in _strict((out / "leaderboard.json").read_text())["rows"] if r["run_id"] == "fast-run")
+    assert fast["rate"] is not None and fast["rate_hi"] is None and "not determined" in fast["rate_reason"]
+    csv = pd.read_csv(out / "leaderboard.csv").set_index("run_id")
+    assert pd.isna(csv.loc["fast-run", "rate_hi"]) and "not determined" in csv.loc["fast-run", "rate_reason"]
+    assert ", open]" in (out / "leaderboard.md").read_text() and ", open]" in (out / "index.html").read_text()
+
+
+def test_reference_rows_are_the_papers_curves(board):
+    out, _ = board
+    for row in _strict((out / "leaderboard.json").read_text())["rows"]:
+        if row["source"] == "measured":
+            continue
+        assert "digitised" in row["source"] and "not measured here" in row["source"]
+        panel = row["run_id"].removeprefix("reference-")
+        assert (row["r2_solver"], row["r2_verifier"], row["r2_gap"]) == pytest.approx(TABLE_A[panel], abs=0.002)
+    md = (out / "leaderboard.md").read_text()
+    assert "Phi-4-mini" in md and "\\(reference\\)" in md
+
+
+def test_reference_rows_are_never_stored_and_can_be_left_out(db, tmp_path):
+    res = api.leaderboard(db, tmp_path / "plain", options=FitOptions(n_boot=20), reference=False)
+    assert res["rows"] == len(MEASURED)
+    assert not store.query(db, "SELECT * FROM fits WHERE run_id LIKE 'reference-%'").shape[0]
+
+
+def test_outputs_cannot_inject(board):
+    out, _ = board
+    csv_text = (out / "leaderboard.csv").read_text()
+    assert "'" + FORMULA.replace('"', '""') in csv_text or "'=cmd" in csv_text
+    assert not any(cell.startswith("=") for line in csv_text.splitlines() for cell in line.split(","))
+    md = (out / "leaderboard.md").read_text()
+    assert LINK not in md and "\\[x\\]\\(javascript:alert\\(1\\)\\)" in md
 
 
 def test_html_is_static_and_escaped(board):
@@ -111,7 +160,7 @@ def test_html_is_static_and_escaped(board):
     assert "<script" not in html.lower()
     assert "http://" not in html and "https://" not in html
     srcs = re.findall(r'src="([^"]+)"', html)
-    assert len(srcs) == 2
+    assert len(srcs) == len(MEASURED) + 4
     for src in srcs:
         assert not src.startswith(("/", "data:", "//")) and (out / src).is_file()
 
@@ -119,7 +168,7 @@ def test_html_is_static_and_escaped(board):
 def test_plots_are_pngs(board):
     out, _ = board
     pngs = sorted((out / "plots").glob("*.png"))
-    assert len(pngs) == 2
+    assert len(pngs) == len(MEASURED) + 4
     for p in pngs:
         data = p.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
@@ -131,11 +180,11 @@ def test_regenerate_from_parquet(board, tmp_path):
     assert set(data["kind"]) == {"summary", "fits", "curves", "meta"}
     again = tmp_path / "again"
     res = api.leaderboard(None, again, from_parquet=out / "data.parquet")
-    assert res["rows"] == 2
+    assert res["rows"] == len(MEASURED) + 4
     for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json"):
         assert (again / name).read_text() == (out / name).read_text(), name
     assert (again / "index.html").read_text() == (out / "index.html").read_text()
-    assert len(list((again / "plots").glob("*.png"))) == 2 and (again / "data.parquet").is_file()
+    assert len(list((again / "plots").glob("*.png"))) == len(MEASURED) + 4 and (again / "data.parquet").is_file()
     with pytest.raises(SIBenchError, match="not found"):
         api.leaderboard(None, tmp_path / "x", from_parquet=tmp_path / "missing.parquet")
 

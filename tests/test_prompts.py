@@ -83,7 +83,7 @@ def test_verifier_prompt_holds_the_candidate_and_the_cue(setup, monkeypatch):
     scores = score_candidates(lm, get_verifier("tf"), items, fewshot, shots=2, apply_chat_template=False)
     assert [s for s, _ in scores] == [0.5, 0.5]
     assert len(seen) == 4  # two choices per candidate
-    for (prompt, candidate), pair in zip(items, [seen[0:2], seen[2:4]]):
+    for (prompt, candidate), pair in zip(items, [seen[0:2], seen[2:4]], strict=True):
         assert {cont for _, cont in pair} == {" False", " True"}
         for context, _ in pair:
             assert context.endswith(f"Question: {prompt.question}\nProposed answer: {candidate}\n"

@@ -17,18 +17,9 @@ PAPER = dict(alpha=0.9, beta=0.3, k=0.8, b=0.1, us0=1.2, uv0=0.8)
 
 
 def _app() -> typer.Typer:
-    try:
-        from si_bench.cli import app
+    from si_bench.cli import app
 
-        return app
-    except Exception:
-        from si_bench.cli import fit
-        from si_bench.cli import simulate as sim
-
-        app = typer.Typer(pretty_exceptions_enable=False)
-        app.command("fit")(fit.command)
-        app.command("simulate")(sim.command)
-        return app
+    return app
 
 
 def _strict(text: str):

@@ -148,7 +148,7 @@ def test_external_data_follows_budget_and_ignores_correctness(tmp_path, tiny_mod
     assert store.query(db, "SELECT external_used FROM runs").external_used[0] == 5
     train_ids = store.query(db, "SELECT DISTINCT prompt_id FROM training_data ORDER BY 1").prompt_id.tolist()
     # The choice is a function of prompt ids, seed and round only: correctness cannot enter it.
-    for round_, ids in zip(used["step"], used.ids):
+    for round_, ids in zip(used["step"], used.ids, strict=True):
         assert list(ids) == choose_prompts(train_ids, len(ids), cfg.seed, int(round_))
     references = store.query(db, """SELECT d.completion, p.reference FROM training_data d
                                     JOIN prompts p ON p.prompt_id = d.prompt_id AND p.split = 'train'

@@ -64,7 +64,8 @@ def test_vllm_backend_end_to_end(fake_vllm, db, tiny_cfg, tiny_model):
     sampling = [c for c in calls if c["call"] == "generate" and c["params"][0].prompt_logprobs is None]
     scoring = [c for c in calls if c["call"] == "generate" and c["params"][0].prompt_logprobs is not None]
     assert sampling and scoring
-    requests = [(prompt, p, out) for c in sampling for prompt, p, out in zip(c["prompts"], c["params"], c["outputs"])]
+    requests = [(prompt, p, out) for c in sampling
+                for prompt, p, out in zip(c["prompts"], c["params"], c["outputs"], strict=True)]
     assert len(requests) == P
     for _, p, out in requests:
         assert p.n == N and len(out.outputs) == N
@@ -78,7 +79,8 @@ def test_vllm_backend_end_to_end(fake_vllm, db, tiny_cfg, tiny_model):
     completions = {}
     for prompt, _, out in requests:
         for c in out.outputs:
-            assert math.isclose(c.cumulative_logprob, sum(e[t].logprob for t, e in zip(c.token_ids, c.logprobs)))
+            total = sum(e[t].logprob for t, e in zip(c.token_ids, c.logprobs, strict=True))
+            assert math.isclose(c.cumulative_logprob, total)
             ids = prompt["prompt_token_ids"] + c.token_ids
             with torch.no_grad():
                 logprobs = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
@@ -99,7 +101,7 @@ def test_vllm_backend_end_to_end(fake_vllm, db, tiny_cfg, tiny_model):
                                 apply_chat_template=False)
     stored = [json.loads(row[5])["choice_logliks"] for row in verdicts]
     assert len(stored) == len(expected)
-    for got, (_, want) in zip(stored, expected):
+    for got, (_, want) in zip(stored, expected, strict=True):
         assert got == pytest.approx(want, abs=1e-4)
 
 
@@ -109,7 +111,7 @@ def test_vllm_backend_rejects_truncated_sampling(fake_vllm, tiny_model):
 
     lm = load_lm("vllm", tiny_model.path, None, batch_size=4, max_new_tokens=4, seed_base="x")
     with pytest.raises(SIBenchError, match="top_k 0 and top_p 1"):
-        lm._sampling_params({"until": ["\n"], "temperature": 1.0, "top_k": 50}, 2, 0)
+        lm._sampling_params({"until": ["\n"], "temperature": 1.0, "top_k": 50}, 2, 0)  # noqa: SLF001 - its check
     assert lm.tokenizer_name and "<|im_start|>" in lm.apply_chat_template([{"role": "user", "content": "hi"}])
 
 

@@ -46,7 +46,7 @@ class SelfImproveConfig(SamplingConfig):
     lora: bool = option(True, "LoRA fine-tuning (default) or full fine-tuning.", flag="--lora/--full-finetune")
     lora_r: int = option(16, "LoRA rank.", min=1)
     lora_alpha: int | None = option(None, "LoRA alpha (default: twice the rank).", above=0)
-    learning_rate: float = option(5e-4, "SFT learning rate.", above=0)
+    learning_rate: float = option(5e-4, "SFT learning rate (0: the weights stay as they are).", min=0)
     epochs_per_round: float = option(2.0, "SFT epochs over a round's picks (regenerate mode).", above=0)
     train_batch_size: int = option(4, "SFT batch size.", min=1)
     grad_accum: int = option(1, "SFT gradient accumulation steps.", min=1)

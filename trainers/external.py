@@ -15,6 +15,7 @@ from typing import Any, Callable
 from si_bench.datasets import Prompt
 from si_bench.errors import SIBenchError
 from si_bench.evaluation import Evaluation
+from si_bench.models import resolve_model
 
 
 def per_round_counts(shares: list[float], budget: int) -> list[int]:
@@ -54,6 +55,17 @@ def model_picks(spec: str, prompts: list[Prompt], *, cfg: Any, db: str, progress
     """Another model's best-of-N picks on the training prompts (an external source), stored as its evaluation."""
     ecfg = replace(cfg.eval_config("train", None), model=spec)
     return Evaluation(ecfg, db=db, prompts=prompts, progress=progress).run().picks
+
+
+def check_source(spec: str | None) -> None:
+    """An external source that cannot be used is an error before any work: ground-truth, or a model that
+    resolves (a preset, a model directory, a hub id available here)."""
+    if spec and spec not in SOURCES:
+        try:
+            resolve_model(spec)
+        except SIBenchError as exc:
+            raise SIBenchError(f"--external {spec!r} is neither {' nor '.join(SOURCES)} nor a usable model: {exc}"
+                               ) from None
 
 
 def source_for(spec: str) -> Callable[..., dict[str, str]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -24,7 +25,7 @@ from si_bench.errors import SIBenchError
 from si_bench.evaluation import EvalResult, Evaluation, RunLink, fewshot_pool
 from si_bench.models import ModelRef, resolve_model
 from si_bench.trainers.config import SelfImproveConfig
-from si_bench.trainers.external import check_budget, choose_prompts, source_for
+from si_bench.trainers.external import check_budget, check_source, choose_prompts, source_for
 from si_bench.trainers.sft import checkpoint_ref, fine_tune
 
 
@@ -76,7 +77,18 @@ class SelfImproveRun:
         pool = {p.prompt_id for p in fewshot_pool(self.dataset)}
         train = [p for p in self.dataset.load(self.dataset.train_split) if p.prompt_id not in pool]
         self.train_prompts = sample_prompts(train, cfg.train_prompts, seed=cfg.seed)
-        self.external_counts()  # a budget that cannot fit fails here, before anything is written
+        # Everything that can fail on the user's input fails here, before anything is written.
+        self.external_counts()
+        check_source(cfg.external)
+        self._check_workdir()
+
+    def _check_workdir(self) -> None:
+        try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SIBenchError(f"cannot create the work directory {self.workdir}: {exc.strerror}") from None
+        if not os.access(self.workdir, os.W_OK):
+            raise SIBenchError(f"the work directory {self.workdir} is not writable")
 
     def external_counts(self) -> list[int]:
         """External items per round (regenerate mode), from the budget and the allocation's shares."""
@@ -216,7 +228,7 @@ class SelfImproveRun:
         stop = "\n\n"  # the solver tasks stop there: training on it teaches the model to stop
         return [
             {"prompt": ctx, "completion": " " + completions[p.prompt_id].strip() + stop}
-            for p, ctx in zip(self.train_prompts, contexts)
+            for p, ctx in zip(self.train_prompts, contexts, strict=True)
         ]
 
     # ---------- one step ----------

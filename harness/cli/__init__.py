@@ -11,6 +11,7 @@ import os
 import sys
 import warnings
 
+import duckdb
 import typer
 
 from si_bench.errors import SIBenchError
@@ -56,3 +57,9 @@ def main() -> None:
     except SIBenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except (OSError, duckdb.IOException) as exc:  # the environment failed mid-work (disk full, a vanished mount)
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        print(f"error: {reason}{where}; what was stored is consistent: run the same command again to resume",
+              file=sys.stderr)
+        sys.exit(1)

@@ -22,5 +22,5 @@ def command(where: StoreOptions, placement: RunPlacement, publish: PublishOption
                            log=progress.console.print)
     show_run(run_id, where.db)
     typer.echo(store_fits_report(api.fit(where.db)))
-    written = api.leaderboard(where.db, publish.out, save_fits=publish.save_fits)
+    written = api.leaderboard(where.db, publish.out, save_fits=publish.save_fits, reference=publish.reference)
     typer.echo(f"leaderboard written to {written['out_dir']}")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from si_bench.cli._options import options_command
-from si_bench.fit import FitInput, FitOptions
+from si_bench.fit import FitOptions
 from si_bench.reports.tables import JsonOutput
 from si_bench.store import StoreOptions
+from si_bench.trajectories import FitInput
 
 
 @options_command(FitInput, StoreOptions, FitOptions, JsonOutput)

@@ -21,5 +21,5 @@ def command(where: StoreOptions, publish: PublishOptions, options: FitOptions) -
     from si_bench import api
 
     res = api.leaderboard(where.db, publish.out, options=options, from_parquet=publish.from_parquet,
-                          save_fits=publish.save_fits)
+                          save_fits=publish.save_fits, reference=publish.reference)
     typer.echo(f"leaderboard: {res['rows']} rows -> {res['out_dir']}/ ({len(res['files'])} files; open index.html)")

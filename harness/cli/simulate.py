@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from si_bench.cli._options import options_command
 from si_bench.fit import SimulateConfig
-from si_bench.reports.plots import PlotOutput
-from si_bench.reports.tables import JsonOutput
+from si_bench.reports.tables import JsonOutput, PlotOutput
 
 
 @options_command(SimulateConfig, PlotOutput, JsonOutput)

@@ -9,11 +9,12 @@ from si_bench.store import SqlStatement, StoreOptions
 
 @options_command(SqlStatement, StoreOptions, OutputFormat)
 def command(statement: SqlStatement, where: StoreOptions, output: OutputFormat) -> None:
-    """Run SQL over the results, read-only (tables: runs, checkpoints, prompts, generations, samples,
-    verdicts, evaluations, run_evals, picks, metrics, training_data, fits; view: summary)."""
+    """Run one SELECT over the results, read-only, with no access outside the store (tables: runs, checkpoints,
+    prompts, generations, samples, verdicts, evaluations, run_evals, picks, metrics, training_data, fits; view:
+    summary)."""
     import typer
 
     from si_bench import store
     from si_bench.reports.tables import render_frame
 
-    typer.echo(render_frame(store.query(where.db, statement.query), output.format))
+    typer.echo(render_frame(store.user_query(where.db, statement.query), output.format))

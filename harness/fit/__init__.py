@@ -1,8 +1,9 @@
 """Fitting the solver-verifier gap dynamics (Sun et al., ICLR 2026) to self-improvement trajectories.
 
 Public API:
-    fit_trajectory(t, solver, verifier, *, gap=None, solver_acc=None, verifier_acc=None,
+    fit_trajectory(t, solver, verifier, *, gap=None, solver_accuracy=None, verifier_accuracy=None,
                    replicates=None, options=FitOptions()) -> FitResult
+    fit_series(trajectory: Trajectory, options=FitOptions()) -> FitResult (intervals from what it resamples)
     fit_groups(frame, group_by, *, options=FitOptions()) -> GroupFitResult
     fit_frame(frame, *, options=FitOptions()) -> FitResult
     simulate(alpha, beta, k, b, us0, uv0, rounds, shares=None, gamma=0.0, dt=1.0) -> pandas.DataFrame
@@ -15,15 +16,15 @@ Intervals: see si_bench.fit._intervals (method) and si_bench.fit._calibration (m
 from __future__ import annotations
 
 from si_bench.fit._coupled import CoupledFit
-from si_bench.fit._fitting import fit_frame, fit_groups, fit_trajectory
-from si_bench.fit._frames import MIN_POINTS, read_table, time_column
+from si_bench.fit._fitting import fit_frame, fit_groups, fit_series, fit_trajectory
+from si_bench.fit._frames import MIN_POINTS, frame_to_trajectory, read_table, time_column
 from si_bench.fit._replicates import pooled_replicates
 from si_bench.fit._result import FitOptions, FitResult, GroupFitResult, clean
 from si_bench.fit._simulate import SimulateConfig, compare_allocations, predicted_limits, simulate, simulation
-from si_bench.fit._stored import FitEntry, FitInput, fit_rows, fit_store
+from si_bench.fit._trajectory import Trajectory
 
 __all__ = ["fit_trajectory", "fit_groups", "fit_frame", "simulate", "simulation", "compare_allocations",
            "predicted_limits", "FitOptions", "FitResult", "GroupFitResult", "CoupledFit", "SimulateConfig",
-           "FitEntry", "FitInput", "fit_store", "fit_rows", "clean", "read_table", "time_column", "MIN_POINTS",
+           "Trajectory", "fit_series", "frame_to_trajectory", "clean", "read_table", "time_column", "MIN_POINTS",
            "pooled_replicates"]
 

@@ -4,7 +4,6 @@ intervals of the uncertainty limits (_intervals) on the domain [0, 1]."""
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 from si_bench.fit._coupled import r2
 from si_bench.fit._intervals import interval_json, residual_intervals
@@ -39,6 +38,8 @@ def _changes(y: np.ndarray, rss: float) -> bool:
     rss0 = float(np.sum((y - y.mean()) ** 2))
     if rss <= 0:
         return rss0 > 0
+    from scipy import stats  # imported when first used: the CLI starts without it
+
     return ((rss0 - rss) / 2) / (rss / df) > stats.f.ppf(0.95, 2, df)
 
 

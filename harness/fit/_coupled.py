@@ -99,7 +99,7 @@ def _delta_se(t: np.ndarray, p: dict[str, float]) -> dict[str, float]:
     names = ["us_inf", "a_s", "uv_inf", "a_v", "lam"]
 
     def g(th: np.ndarray) -> np.ndarray:
-        d = derived({k: np.array([v]) for k, v in zip(names, th)})
+        d = derived({k: np.array([v]) for k, v in zip(names, th, strict=True)})
         return np.array([d[q][0] for q in QUANTITIES])
 
     grad = np.empty((len(QUANTITIES), 5))
@@ -111,7 +111,7 @@ def _delta_se(t: np.ndarray, p: dict[str, float]) -> dict[str, float]:
         grad[:, j] = (g(tp) - g(tm)) / (2 * h)
     with np.errstate(invalid="ignore"):
         var = np.einsum("qi,ij,qj->q", grad, cov, grad)
-    return {q: float(np.sqrt(v)) if v >= 0 else float("nan") for q, v in zip(QUANTITIES, var)}
+    return {q: float(np.sqrt(v)) if v >= 0 else float("nan") for q, v in zip(QUANTITIES, var, strict=True)}
 
 
 def intervals_many(t: np.ndarray, Y: np.ndarray, p: dict[str, np.ndarray]):

@@ -11,17 +11,13 @@ from si_bench.fit._accuracy import fit_accuracy
 from si_bench.fit._alternatives import alternatives as _alternative_laws
 from si_bench.fit._backtest import backtest as _run_backtest
 from si_bench.fit._coupled import fit_coupled
-from si_bench.fit._frames import MIN_POINTS, Trajectory, frame_to_trajectory, split_groups
+from si_bench.fit._frames import MIN_POINTS, frame_to_trajectory, split_groups
 from si_bench.fit._linearise import linearise
-from si_bench.fit._replicates import pooled_replicates
 from si_bench.fit._result import FitOptions, FitResult, GroupFitResult
+from si_bench.fit._trajectory import Trajectory
 
 MAX_MAGNITUDE = 1e100  # squares of larger values overflow the least-squares sums
 MAX_SPACING_RATIO = 1e6
-
-__all__ = ["fit_trajectory", "fit_groups", "fit_frame", "simulate", "compare_allocations", "predicted_limits",
-           "FitOptions", "FitResult", "GroupFitResult", "CoupledFit", "pooled_replicates"]
-
 
 def _as_array(name: str, x, n: int | None = None) -> np.ndarray:
     try:
@@ -53,10 +49,11 @@ def _check_ranges(t: np.ndarray, series: dict[str, np.ndarray | None]) -> None:
         if name in ("solver", "verifier") and np.ptp(y) <= 1e-12 * np.max(np.abs(y)):
             raise SIBenchError(f"the {name} series is constant: the exponential fit is undefined")
         if name in ("solver", "verifier") and np.ptp(y) < 1.0 / MAX_MAGNITUDE:
-            raise SIBenchError(f"{name}: values vary by only {np.ptp(y):.3g}, below {1.0 / MAX_MAGNITUDE:g}; rescale them")
+            raise SIBenchError(f"{name}: values vary by only {np.ptp(y):.3g}, below {1.0 / MAX_MAGNITUDE:g}; "
+                               "rescale them")
 
 
-def fit_trajectory(t, solver, verifier, *, gap=None, solver_acc=None, verifier_acc=None,
+def fit_trajectory(t, solver, verifier, *, gap=None, solver_accuracy=None, verifier_accuracy=None,
                    replicates: np.ndarray | None = None, options: FitOptions | None = None) -> FitResult:
     """Fit the coupled model (plus linearisation check, alternative laws, backtest, accuracy saturation).
 
@@ -71,13 +68,13 @@ def fit_trajectory(t, solver, verifier, *, gap=None, solver_acc=None, verifier_a
     s = _as_array("solver", solver, n)
     v = _as_array("verifier", verifier, n)
     g = _as_array("gap", gap, n) if gap is not None else None
-    sa = _as_array("solver_acc", solver_acc, n) if solver_acc is not None else None
-    va = _as_array("verifier_acc", verifier_acc, n) if verifier_acc is not None else None
+    sa = _as_array("solver_accuracy", solver_accuracy, n) if solver_accuracy is not None else None
+    va = _as_array("verifier_accuracy", verifier_accuracy, n) if verifier_accuracy is not None else None
     if len(np.unique(t)) != n:
         raise SIBenchError("t values must be distinct (average replicate runs first, or pass replicates)")
     if n < MIN_POINTS:
         raise SIBenchError(f"too few points: {n} distinct t, at least {MIN_POINTS} needed")
-    _check_ranges(t, {"solver": s, "verifier": v, "gap": g, "solver_acc": sa, "verifier_acc": va})
+    _check_ranges(t, {"solver": s, "verifier": v, "gap": g, "solver_accuracy": sa, "verifier_accuracy": va})
     order = np.argsort(t)
     t, s, v = t[order], s[order], v[order]
     g = g[order] if g is not None else None
@@ -111,24 +108,21 @@ def fit_trajectory(t, solver, verifier, *, gap=None, solver_acc=None, verifier_a
                      accuracy=accuracy or None, notes=notes)
 
 
-def _run_replicates(traj: Trajectory, n_boot: int, seed: int) -> np.ndarray | None:
-    """Resample runs (known by their mean series) with replacement: (B, T, 2) replicate mean trajectories."""
-    if traj.replicates_runs is None:
-        return None
-    return pooled_replicates([run[:, None, :] for run in traj.replicates_runs], n_boot, seed)
+def fit_series(traj: Trajectory, options: FitOptions | None = None) -> FitResult:
+    """Fit a Trajectory: intervals from what it can resample (runs, then prompts), else from its residuals."""
+    opts = options or FitOptions()
+    res = fit_trajectory(traj.t, traj.solver_uncertainty, traj.verifier_uncertainty, gap=traj.gap,
+                         solver_accuracy=traj.solver_accuracy, verifier_accuracy=traj.verifier_accuracy,
+                         replicates=traj.replicates(opts.n_boot, opts.seed), options=opts)
+    res.notes.append(traj.resampling_note())
+    return res
 
 
 def fit_frame(frame: pd.DataFrame, *, options: FitOptions | None = None, label: str = "") -> FitResult:
     """Fit one trajectory table: wide (t|step|epoch, solver_uncertainty, verifier_uncertainty[, *_accuracy][, run])
     or long (series in {solver, verifier, gap}, t|step|epoch, affine_uncertainty|value|uncertainty)."""
     opts = options or FitOptions()
-    traj = frame_to_trajectory(frame, unit=opts.unit, label=label)
-    reps = _run_replicates(traj, opts.n_boot, opts.seed)
-    res = fit_trajectory(traj.t, traj.solver, traj.verifier, gap=traj.gap, solver_acc=traj.solver_acc,
-                         verifier_acc=traj.verifier_acc, replicates=reps, options=opts)
-    if reps is not None:
-        res.notes.append(f"mean of {traj.replicates_runs.shape[0]} runs; CIs from resampling runs")
-    return res
+    return fit_series(frame_to_trajectory(frame, unit=opts.unit, label=label), opts)
 
 
 def fit_groups(frame: pd.DataFrame, group_by: str, *, options: FitOptions | None = None) -> GroupFitResult:

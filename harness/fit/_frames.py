@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from si_bench.errors import SIBenchError
+from si_bench.fit._trajectory import Trajectory
 
 TIME_COLUMNS = ("t", "step", "epoch")
 VALUE_COLUMNS = ("affine_uncertainty", "value", "uncertainty")
 MIN_POINTS = 4
-
-
-@dataclass
-class Trajectory:
-    t: np.ndarray
-    solver: np.ndarray
-    verifier: np.ndarray
-    gap: np.ndarray | None = None
-    solver_acc: np.ndarray | None = None
-    verifier_acc: np.ndarray | None = None
-    replicates_runs: np.ndarray | None = None  # (R, T, 2) per-run series when a run column exists
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -39,14 +28,16 @@ def read_table(path: str | Path) -> pd.DataFrame:
             return pd.read_json(p, lines=p.suffix.lower() == ".jsonl")
         return pd.read_csv(p)
     except Exception as exc:  # noqa: BLE001 - any parse problem is a user error
-        raise SIBenchError(f"cannot read {p}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        raise SIBenchError(f"cannot read {p}: {type(exc).__name__}: {first_line}") from None
 
 
 def time_column(df: pd.DataFrame) -> str:
     for c in TIME_COLUMNS:
         if c in df.columns:
             return c
-    raise SIBenchError(f"missing time column: need one of {', '.join(TIME_COLUMNS)} (found: {', '.join(map(str, df.columns))})")
+    raise SIBenchError(f"missing time column: need one of {', '.join(TIME_COLUMNS)} "
+                       f"(found: {', '.join(map(str, df.columns))})")
 
 
 def is_long(df: pd.DataFrame) -> bool:
@@ -61,7 +52,8 @@ def _numeric(df: pd.DataFrame, col: str, row_offset: int = 2) -> np.ndarray:
         raw = df[col].iloc[i]
         # row numbers as in the file: header is line 1
         line = df.index[i] + row_offset if isinstance(df.index[i], (int, np.integer)) else df.index[i]
-        raise SIBenchError(f"non-finite or non-numeric value {raw!r} in column '{col}' at row {line} (file line, header = 1)")
+        raise SIBenchError(f"non-finite or non-numeric value {raw!r} in column '{col}' at row {line} "
+                           "(file line, header = 1)")
     return vals
 
 
@@ -103,19 +95,20 @@ def wide_to_trajectory(df: pd.DataFrame, unit: str = "total", label: str = "") -
         mean = work.groupby("t").mean(numeric_only=True).sort_index()
         tt = mean.index.to_numpy(dtype=float)
         _check_series(tt, mean["s"].to_numpy(), mean["v"].to_numpy(), label)
-        return Trajectory(t=tt, solver=mean["s"].to_numpy(), verifier=mean["v"].to_numpy(),
-                          solver_acc=mean["solver_accuracy"].to_numpy() if "solver_accuracy" in mean else None,
-                          verifier_acc=mean["verifier_accuracy"].to_numpy() if "verifier_accuracy" in mean else None,
-                          replicates_runs=per_run if R > 1 else None)
+        return Trajectory(t=tt, solver_uncertainty=mean["s"].to_numpy(), verifier_uncertainty=mean["v"].to_numpy(),
+                          solver_accuracy=mean["solver_accuracy"].to_numpy() if "solver_accuracy" in mean else None,
+                          verifier_accuracy=mean["verifier_accuracy"].to_numpy() if "verifier_accuracy" in mean
+                          else None, runs=[run[:, None, :] for run in per_run] if R > 1 else [], label=label)
     if work["t"].duplicated().any():
         dup = work["t"][work["t"].duplicated()].iloc[0]
         raise SIBenchError(f"duplicate t = {dup:g}: one row per t (or add a 'run' column for replicate runs)")
     work = work.sort_values("t")
     tt = work["t"].to_numpy()
     _check_series(tt, work["s"].to_numpy(), work["v"].to_numpy(), label)
-    return Trajectory(t=tt, solver=work["s"].to_numpy(), verifier=work["v"].to_numpy(),
-                      solver_acc=work["solver_accuracy"].to_numpy() if "solver_accuracy" in work else None,
-                      verifier_acc=work["verifier_accuracy"].to_numpy() if "verifier_accuracy" in work else None)
+    return Trajectory(t=tt, solver_uncertainty=work["s"].to_numpy(), verifier_uncertainty=work["v"].to_numpy(),
+                      solver_accuracy=work["solver_accuracy"].to_numpy() if "solver_accuracy" in work else None,
+                      verifier_accuracy=work["verifier_accuracy"].to_numpy() if "verifier_accuracy" in work else None,
+                      label=label)
 
 
 def long_to_trajectory(df: pd.DataFrame, label: str = "") -> Trajectory:
@@ -138,7 +131,8 @@ def long_to_trajectory(df: pd.DataFrame, label: str = "") -> Trajectory:
     piv = work.pivot(index="t", columns="series", values="y").sort_index()
     both = piv[["solver", "verifier"]].dropna()
     if len(both) < len(piv[["solver", "verifier"]].dropna(how="all")):
-        raise SIBenchError("solver and verifier rows must share the same t values" + (f" (group {label})" if label else ""))
+        raise SIBenchError("solver and verifier rows must share the same t values"
+                           + (f" (group {label})" if label else ""))
     tt = both.index.to_numpy(dtype=float)
     s, v = both["solver"].to_numpy(), both["verifier"].to_numpy()
     _check_series(tt, s, v, label)
@@ -147,7 +141,7 @@ def long_to_trajectory(df: pd.DataFrame, label: str = "") -> Trajectory:
         g = piv.loc[both.index, "gap"]
         if g.notna().all():
             gap = g.to_numpy()
-    return Trajectory(t=tt, solver=s, verifier=v, gap=gap)
+    return Trajectory(t=tt, solver_uncertainty=s, verifier_uncertainty=v, gap=gap, label=label)
 
 
 def frame_to_trajectory(df: pd.DataFrame, unit: str = "total", label: str = "") -> Trajectory:

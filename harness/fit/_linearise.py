@@ -10,7 +10,6 @@ With uneven spacing the Euler form (G_{i+1} - G_i) / (t_{i+1} - t_i) = c0 + c1 G
 from __future__ import annotations
 
 import numpy as np
-import statsmodels.api as sm
 
 Z95 = 1.959963984540054
 
@@ -29,6 +28,8 @@ def linearise(t: np.ndarray, gap: np.ndarray) -> dict:
     if np.ptp(x) <= 0:
         return {"reason": "the gap is constant: the regression slope is undefined"}
     yv = dg if even else dg / dt
+    import statsmodels.api as sm  # imported when first used: the CLI starts without it
+
     res = sm.OLS(yv, sm.add_constant(x)).fit()
     c0, c1 = (float(v) for v in res.params)
     cov = np.asarray(res.cov_params())

@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 N_GRID = 400  # global log grid over the rate's search range
 N_LOCAL = 200  # extra points inside the rate's set, where the limits' extremes lie
@@ -36,6 +35,8 @@ class Interval:
 
 def threshold_factor(df: int, level: float = 0.95) -> float:
     """thr / RSS_min for the F-based profile set."""
+    from scipy import stats  # imported when first used: the CLI starts without it
+
     return 1.0 + float(stats.f.ppf(level, 1, df)) / df
 
 

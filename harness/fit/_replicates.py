@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from si_bench.errors import SIBenchError
+from si_bench.resample import resample_counts
 
 
 def _prompt_means(values: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """values (T, P, 2) per-prompt series of one run (NaN where undefined) -> (n, T, 2) means over prompts
     resampled with replacement."""
-    T, P, _ = values.shape
-    counts = np.zeros((n, P))
-    np.add.at(counts, (np.repeat(np.arange(n), P), rng.integers(0, P, n * P)), 1.0)
+    counts = resample_counts(values.shape[1], n, rng)
     ok = np.isfinite(values)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (np.einsum("np,tps->nts", counts, np.where(ok, values, 0.0))

@@ -104,7 +104,8 @@ class FitResult:
     def quantity(self, name: str) -> dict:
         c = self.coupled
         if name in c.intervals:
-            domain = c.bounds if name == "rate" else (UNCERTAINTY_DOMAIN if name != "gap_limit" else (-math.inf, math.inf))
+            domain = c.bounds if name == "rate" else (
+                UNCERTAINTY_DOMAIN if name != "gap_limit" else (-math.inf, math.inf))
             out = interval_json(c.point[name], c.intervals[name], kind="rate" if name == "rate" else "limit",
                                 domain=domain, bounds=c.bounds, method=c.interval_method)
         else:
@@ -212,7 +213,8 @@ class FitResult:
             ci = q.get("ci95") or [None, None]
             rows.append({"law": law, "quantity": quantity, "estimate": q.get("estimate"),
                          "ci_low": ci[0], "ci_high": ci[1], "reason": q.get("reason"), "r2": r2,
-                         "details": {k: v for k, v in q.items() if k not in ("estimate", "ci95", "reason")} | (details or {})})
+                         "details": {k: v for k, v in q.items() if k not in ("estimate", "ci95", "reason")}
+                         | (details or {})})
 
         r2c = j["r2"]
         r2_for = {"solver_limit": r2c.get("solver"), "verifier_limit": r2c.get("verifier"), "gap_limit": r2c.get("gap")}

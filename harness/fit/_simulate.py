@@ -36,7 +36,8 @@ def predicted_limits(alpha: float, beta: float, k: float, b: float, us0: float, 
     _check(alpha, beta, k, b, us0, uv0)
     us_inf = (alpha * uv0 - beta * us0 + alpha * b / k) / (alpha - beta)
     return {"rate": k * (alpha - beta), "solver_limit": us_inf, "verifier_limit": us_inf - b / k,
-            "gap_limit": b / k, "delta": (us0 - uv0) - b / k, "alpha_over_beta": alpha / beta if beta > 0 else float("inf"),
+            "gap_limit": b / k, "delta": (us0 - uv0) - b / k,
+            "alpha_over_beta": alpha / beta if beta > 0 else float("inf"),
             "alpha_k": alpha * k, "beta_k": beta * k}
 
 
