@@ -3,7 +3,8 @@ own store shard and work directory, executed one after another in this process (
 per job (`ray`). The driver merges every finished shard into the main store with `import`'s rules.
 
 A sweep directory holds, per job:
-    jobs/<job id>/job.json      settings, status (running | done | failed), error, seconds, the store merged into
+    jobs/<job id>/job.json      settings, status (waiting | running | done | failed), error, seconds, torch
+                                threads, the store it was merged into
     jobs/<job id>/shard.duckdb  the job's own store
     jobs/<job id>/runs/         its checkpoints
 A job's id is its run id, so running a sweep again skips the jobs done and merged, continues interrupted ones
