@@ -16,13 +16,15 @@ from si_bench.evaluation import EvalConfig, EvalResult
 from si_bench.fit import FitOptions, SimulateConfig, fit_frame, fit_groups, read_table, simulation, time_column
 from si_bench.merge import merge
 from si_bench.reports import leaderboard as board
+from si_bench.sweep import JobOutcome, SweepConfig
+from si_bench.sweep import sweep as run_sweep
 from si_bench.trainers.config import SelfImproveConfig
 from si_bench.trainers.rounds import SelfImproveRun
 from si_bench.trajectories import fit_store
 
-__all__ = ["EvalConfig", "EvalResult", "FitOptions", "SelfImproveConfig", "SimulateConfig", "evaluate", "run",
-           "train_round", "list_runs", "lm_eval", "run_points", "run_change", "fit", "fit_file", "leaderboard",
-           "import_store", "simulate"]
+__all__ = ["EvalConfig", "EvalResult", "FitOptions", "SelfImproveConfig", "SimulateConfig", "SweepConfig", "evaluate",
+           "run", "sweep", "train_round", "list_runs", "lm_eval", "run_points", "run_change", "fit", "fit_file",
+           "leaderboard", "import_store", "simulate"]
 
 Log = Callable[[str], None]
 
@@ -54,6 +56,13 @@ def lm_eval(args: list[str]) -> None:
     from si_bench.lmeval import lm_eval_cli
 
     lm_eval_cli(args)
+
+
+def sweep(cfg: SweepConfig, *, db: str = store.DEFAULT_DB, progress: Any = None,
+          log: Log = print) -> list[JobOutcome]:
+    """Run a sweep's jobs not yet done (locally or on Ray), merging each finished shard into db; one outcome per
+    job of the grid: done, skipped (done before) or failed with its error."""
+    return run_sweep(cfg, db, progress=progress, log=log)
 
 
 def train_round(run_id: str, *, db: str = store.DEFAULT_DB, workdir: str | None = None, progress: Any = None,

@@ -56,7 +56,9 @@ TABLES = [
     Table("runs", ("run_id",), "run_id", ("model", "backend", "dataset", "mode", "verifier", "seed", "config_hash")),
     Table("run_evals", ("run_id", "step", "role"), "run_id", ("eval_id", "t", "t_unit")),
     Table("training_data", ("run_id", "step", "prompt_id"), "run_id"),
-    Table("generations", ("gen_id",), "gen_id"),
+    # A generation's model is a run checkpoint's local path; its checkpoint_id says which weights it sampled.
+    Table("generations", ("gen_id",), "gen_id",
+          ("checkpoint_id", "backend", "dataset", "split", "n_prompts", "n_samples", "settings")),
     Table("samples", ("gen_id", "prompt_id", "sample_idx"), "gen_id"),
     Table("verdicts", ("gen_id", "verifier_key", "prompt_id", "sample_idx"), "gen_id"),
     Table("evaluations", ("eval_id",), "eval_id", ("gen_id", "verifier", "verifier_key", "sigma", "settings"),

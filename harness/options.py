@@ -10,7 +10,9 @@ which keeps the help text of the field it overrides and states why.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import MISSING, Field, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from si_bench.errors import SIBenchError
@@ -113,6 +115,11 @@ class Options:
     def check(self) -> None:
         """Rules across options; subclasses override."""
 
+    def changed(self) -> dict[str, Any]:
+        """The options that differ from their defaults."""
+        return {f.name: getattr(self, f.name) for f in fields(self)  # type: ignore[arg-type]
+                if getattr(self, f.name) != default_of(f)}
+
     def identity(self) -> dict[str, Any]:
         """The options that enter an id: always (in_id=True), or only when not at their default."""
         out = {}
@@ -121,3 +128,10 @@ class Options:
             if rule is True or (rule == "non-default" and value != default_of(f)):
                 out[f.name] = value
         return out
+
+
+def check_directory(path: Path, what: str) -> None:
+    """`path` can be created (or exists) and be written: checked before any work, without making anything."""
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise SIBenchError(f"cannot create {what} {path}: {existing} is not a writable directory")

@@ -84,6 +84,23 @@ def trajectory_table(run_id: str, frame, change: dict) -> Table:
     return table
 
 
+
+def sweep_table(outcomes) -> Table:
+    """One row per job of a sweep (si_bench.sweep.JobOutcome): its status, time, rows merged and error. The job id
+    names the model, dataset, mode and seed."""
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
+    table = Table(title=f"sweep: {len(outcomes)} jobs · {counts['done']} done now · {counts['skipped']} done "
+                        f"before · {counts['failed']} failed")
+    for column in ("job", "verifier", "status", "seconds", "rows merged"):
+        table.add_column(column, overflow="fold")
+    table.add_column("error", overflow="fold", ratio=1)
+    for o in outcomes:
+        ran = o.status != "skipped"
+        table.add_row(o.job.job_id, o.job.config.verifier, o.status, f"{o.seconds:.1f}" if ran else "",
+                      str(o.rows_merged) if ran else "", o.error or "")
+    return table
+
+
 # --------------------------------------------------------------------------- fits
 
 

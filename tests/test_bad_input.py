@@ -24,10 +24,10 @@ BASE = {
     "run": [*TINY, "--train-prompts", "2", "--test-limit", "2", "--rounds", "1"],
     "train-round": ["--run", "run-1"],
     "runs": [], "fit": [], "sql": [], "import": [], "simulate": SIMULATE,
-    "leaderboard": ["--n-boot", "10", "--no-reference"], "demo": [], "lm-eval": [],
+    "leaderboard": ["--n-boot", "10", "--no-reference"], "demo": [], "lm-eval": [], "sweep": [],
 }
 # Positional arguments each command needs, unless the argument itself is the one under test.
-POSITIONAL = {"sql": ("query", ["SELECT 1"]), "import": ("other", ["{other}"])}
+POSITIONAL = {"sql": ("query", ["SELECT 1"]), "import": ("other", ["{other}"]), "sweep": ("spec", ["{spec}"])}
 # Options whose bad values no bound or choice list states: the arguments that make them bad.
 EXPLICIT = {
     "model": ["--model", "no/such/model/anywhere"],
@@ -48,6 +48,9 @@ EXPLICIT = {
     "run": ["--run", "no-such-run"],
     "shares": ["--shares", "0.5,x"],
     "b": ["--b", "inf"],
+    "spec": ["{missing}"],
+    "address": ["--address", "auto"],  # without --executor ray
+    "sweep_dir": ["--sweep-dir", "{file}/sweep"],
 }
 FREE = {"rate_unit"}  # a label: any text is valid
 
@@ -89,6 +92,7 @@ def seeded(tmp_path_factory):
     db = folder / "si.duckdb"
     make_run(str(db), "run-1", ts=(0, 1, 2), P=4, n_boot=10)
     (folder / "a-file").write_text("not a directory")
+    (folder / "spec.yaml").write_text("models: [tiny-test]\nseeds: [0]\nrun: {rounds: 1, train_prompts: 2}\n")
     make_run(str(folder / "other.duckdb"), "run-2", ts=(0, 1), P=4, n_boot=10)
     return folder
 
@@ -104,7 +108,7 @@ def test_bad_value_is_one_line_before_any_work(command, option, args, seeded, tm
     monkeypatch.chdir(tmp_path)
     db = seeded / "si.duckdb"
     fill = {"file": str(seeded / "a-file"), "missing": str(tmp_path / "missing.duckdb"),
-            "other": str(seeded / "other.duckdb")}
+            "other": str(seeded / "other.duckdb"), "spec": str(seeded / "spec.yaml")}
     argument, positional = POSITIONAL.get(command, (None, []))
     base = [a.format(**fill) for a in BASE[command] + (positional if option != argument else [])]
     given = [a.format(**fill) for a in args]

@@ -67,6 +67,15 @@ def test_newer_rows_replace_older(pair):
     assert api.import_store(here, there)["runs"]["updated"] == 0
 
 
+def test_a_checkpoint_path_is_no_conflict(pair):
+    here, there = pair
+    with store.write(here) as con:  # the same run's checkpoints under another directory (another machine)
+        con.execute("UPDATE generations SET model = '/elsewhere/' || model")
+        con.execute("UPDATE checkpoints SET path = '/elsewhere/' || path")
+    added = api.import_store(there, here)
+    assert added["generations"]["updated"] == 0 and added["runs"] == {"added": 1, "updated": 0}
+
+
 def test_into_a_new_store(pair, tmp_path):
     _, there = pair
     fresh = tmp_path / "fresh.duckdb"

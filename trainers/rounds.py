@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ from si_bench.datasets import Prompt, get_dataset, sample_prompts
 from si_bench.errors import SIBenchError
 from si_bench.evaluation import EvalResult, Evaluation, RunLink, fewshot_pool
 from si_bench.models import ModelRef, resolve_model
+from si_bench.options import check_directory
 from si_bench.trainers.config import SelfImproveConfig
 from si_bench.trainers.external import check_budget, check_source, choose_prompts, source_for
 from si_bench.trainers.sft import checkpoint_ref, fine_tune
@@ -72,7 +72,7 @@ class SelfImproveRun:
         self.run_id = cfg.run_id
         self.cfg = self._with_shares(cfg)
         self.workdir = Path(workdir or Path(db).resolve().parent / "si-bench-runs") / self.run_id
-        self._check_workdir()
+        check_directory(self.workdir, "the work directory")
         self.dataset = get_dataset(cfg.dataset)
         self.base = resolve_model(cfg.model)
         self.timings: dict[str, float] = {}
@@ -91,13 +91,6 @@ class SelfImproveRun:
             if Path(self.db).exists() else None
         source = SelfImproveConfig.from_json(stored.config[0]) if stored is not None and len(stored) else cfg
         return replace(cfg, external_shares=source.shares())
-
-    def _check_workdir(self) -> None:
-        """The work directory can be created and written; nothing is made before the first checkpoint."""
-        existing = next(p for p in (self.workdir, *self.workdir.parents) if p.exists())
-        if not existing.is_dir() or not os.access(existing, os.W_OK):
-            raise SIBenchError(f"cannot create the work directory {self.workdir}: {existing} is not a writable "
-                               "directory")
 
     def external_counts(self) -> list[int]:
         """External items per round (regenerate mode), from the budget and the allocation's shares."""

@@ -29,6 +29,7 @@ COMMANDS = {
     "evaluate": "evaluate",
     "sql": "sql",
     "run": "run",
+    "sweep": "sweep",
     "train-round": "train_round",
     "runs": "runs",
     "fit": "fit",

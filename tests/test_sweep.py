@@ -1,0 +1,191 @@
+"""Sweeps on tiny-test: the same 2-job grid run on a local Ray (2 CPUs) and locally gives one merged store; a rerun
+adds nothing; a failing job is reported while the other finishes; a killed sweep resumes."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_cli
+from rich.console import Console
+
+from si_bench import faults, store
+from si_bench.api import sweep
+from si_bench.errors import SIBenchError
+from si_bench.merge import NOT_RESULTS, merge
+from si_bench.reports.terminal import sweep_table
+from si_bench.sweep import SweepConfig, read_spec
+
+SPEC = """\
+models: [tiny-test]
+datasets: arith
+verifiers: tf
+seeds: [0, 1]
+run:
+  rounds: 1
+  samples: 2
+  train-prompts: 2
+  test_limit: 2
+  max_new_tokens: 4
+  n_boot: 10
+  train_batch_size: 2
+  learning_rate: 5e-4
+"""
+
+
+def quiet(_msg: str) -> None:
+    pass
+
+
+class Progress:
+    """Records the sweep's lines of what a rich progress display would show."""
+
+    def __init__(self):
+        self.descriptions: list[str] = []
+
+    def add_task(self, description: str, **_kwargs) -> str:
+        self.update(description, description)
+        return description
+
+    def update(self, _task, description: str | None = None, **_kwargs) -> None:
+        if description and description.startswith("sweep:"):
+            self.descriptions.append(description)
+
+    def advance(self, _task, _n: int = 1) -> None:
+        pass
+
+
+def write_spec(folder: Path, text: str = SPEC) -> str:
+    path = folder / "grid.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def results(db: str) -> dict:
+    """Every table's result columns (timestamps, timings, paths and provenance left out), floats to 9 digits."""
+    out = {}
+    for table in store.query(db, "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' "
+                                 "AND table_name <> 'schema_version'").table_name:
+        columns = [c for c in store.query(db, f"SELECT * FROM {table} LIMIT 0").columns
+                   if c not in NOT_RESULTS and (table, c) != ("generations", "model")]  # a checkpoint's path
+        rows = store.query(db, f"SELECT {', '.join(columns)} FROM {table} ORDER BY ALL").values.tolist()
+        out[table] = [[comparable(v) for v in row] for row in rows]
+    return out
+
+
+def comparable(value):
+    if isinstance(value, float):
+        return None if math.isnan(value) else float(f"{value:.9g}")
+    return value
+
+
+@pytest.fixture(scope="module")
+def ray_sweep(tmp_path_factory, tiny_model):
+    ray = pytest.importorskip("ray", reason="the Ray executor needs the extra: pip install -e '.[ray]'")
+    folder = tmp_path_factory.mktemp("ray-sweep")
+    cfg, db = SweepConfig(spec=write_spec(folder), executor="ray"), str(folder / "main.duckdb")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        outcomes = sweep(cfg, db=db, log=quiet)
+    finally:
+        ray.shutdown()  # a rerun finds every job done and starts no Ray
+    return cfg, db, outcomes
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory, tiny_model):
+    """The same grid locally, in three goes: the command line killed during job 1's fine-tuning; job 1 failing
+    (an injected fault after its fine-tuning) while job 2 finishes; the rest of job 1."""
+    folder = tmp_path_factory.mktemp("local-sweep")
+    spec, db = write_spec(folder), str(folder / "main.duckdb")
+    killed = run_cli("sweep", spec, "--db", db, env={"SI_BENCH_FAIL_AT": "train_step:1:kill"})
+    torch.set_num_threads(2)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SI_BENCH_FAIL_AT", "after_training:1")
+        faults.reset()
+        failing = sweep(SweepConfig(spec=spec), db=db, log=quiet)
+    threads_after = torch.get_num_threads()
+    after_failure = results(db)
+    progress = Progress()
+    resumed = sweep(SweepConfig(spec=spec), db=db, progress=progress, log=quiet)
+    return {"spec": spec, "db": db, "killed": killed, "failing": failing, "after_failure": after_failure,
+            "resumed": resumed, "progress": progress.descriptions, "threads_after": threads_after}
+
+
+def test_ray_sweep_runs_every_job_and_merges_its_shard(ray_sweep):
+    cfg, db, outcomes = ray_sweep
+    assert [o.status for o in outcomes] == ["done", "done"]
+    runs = store.query(db, "SELECT run_id, seed, status, steps_done FROM runs ORDER BY seed").values.tolist()
+    assert [r[1:] for r in runs] == [[0, "done", 1], [1, "done", 1]]
+    assert [r[0] for r in runs] == [o.job.job_id for o in outcomes]
+    for outcome in outcomes:
+        shard = cfg.directory(db) / "jobs" / outcome.job.job_id / "shard.duckdb"
+        assert results(str(shard))["samples"]  # the job wrote its own shard, which the driver merged
+        assert outcome.rows_merged > 0 and outcome.threads == 1
+
+
+def test_ray_sweep_equals_the_same_sweep_run_locally(ray_sweep, local_sweep):
+    _, ray_db, _ = ray_sweep
+    assert results(local_sweep["db"]) == results(ray_db)
+    # Rows that differ only in timestamps, timings and paths are the same rows: importing one into the other
+    # adds nothing and refuses nothing.
+    counts = merge(ray_db, local_sweep["db"])
+    assert sum(c["added"] + c["updated"] for c in counts.values()) == 0
+
+
+def test_rerun_adds_nothing(ray_sweep):
+    cfg, db, _ = ray_sweep
+    before = results(db)
+    outcomes = sweep(cfg, db=db, log=quiet)
+    assert [o.status for o in outcomes] == ["skipped", "skipped"]
+    assert results(db) == before
+
+
+def test_failing_job_is_reported_while_the_other_finishes(local_sweep):
+    first, second = local_sweep["failing"]
+    assert first.status == "failed" and first.error == "InjectedFault: injected fault at after_training #1"
+    assert second.status == "done" and second.rows_merged > 0
+    # torch's thread count is the job's (--cpus 1), set explicitly; this process gets its own back
+    assert first.threads == second.threads == 1 and local_sweep["threads_after"] == 2
+    assert len(local_sweep["after_failure"]["runs"]) == 1  # only the finished job's run reached the main store
+    record = json.loads((Path(local_sweep["db"]).parent / "si-bench-sweeps" / "grid" / "jobs" / first.job.job_id /
+                         "job.json").read_text())
+    assert record["status"] == "done"  # resumed later
+    table = Console(record=True, width=200)
+    table.print(sweep_table(local_sweep["failing"]))
+    shown = table.export_text()
+    assert "0 done before · 1 failed" in shown and "InjectedFault: injected fault at after_training #1" in shown
+
+
+def test_killed_sweep_resumes(local_sweep):
+    assert local_sweep["killed"].returncode == -9, local_sweep["killed"].stderr
+    assert [o.status for o in local_sweep["resumed"]] == ["done", "skipped"]
+    status = store.query(local_sweep["db"], "SELECT status, steps_done FROM runs").values.tolist()
+    assert status == [["done", 1], ["done", 1]]
+    assert local_sweep["progress"] == [
+        "sweep: 1 done · 0 running · 0 failed · 1 waiting", "sweep: 1 done · 1 running · 0 failed · 0 waiting",
+        "sweep: 2 done · 0 running · 0 failed · 0 waiting"]
+
+
+def test_spec_errors_are_caught_before_any_work(tmp_path):
+    with pytest.raises(SIBenchError, match="'epochs' is not a setting"):
+        read_spec(write_spec(tmp_path, "models: tiny-test\nrun: {epochs: 2}\n"))
+    with pytest.raises(SIBenchError, match="unknown key"):
+        read_spec(write_spec(tmp_path, "model: tiny-test\n"))
+    with pytest.raises(SIBenchError, match="--budget needs --external"):
+        read_spec(write_spec(tmp_path, "models: tiny-test\nrun: {budget: 3}\n"))
+    with pytest.raises(SIBenchError, match="same run .* batch_size"):
+        read_spec(write_spec(tmp_path, "models: tiny-test\nrun: {batch_size: [4, 8]}\n"))
+    with pytest.raises(SIBenchError, match="--address and --gpus apply to --executor ray"):
+        SweepConfig(spec="grid.yaml", gpus=1)
+
+
+def test_grid_order_and_ids_are_stable(tmp_path):
+    spec = write_spec(tmp_path, "models: [tiny-test]\nverifiers: [tf, qe]\nseeds: [0, 1]\nrun: {rounds: 2}\n")
+    jobs = read_spec(spec)
+    assert [(j.config.verifier, j.config.seed) for j in jobs] == [("tf", 0), ("tf", 1), ("qe", 0), ("qe", 1)]
+    assert [j.job_id for j in jobs] == [j.job_id for j in read_spec(spec)]
+    assert len({j.job_id for j in jobs}) == 4
