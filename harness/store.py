@@ -6,6 +6,7 @@ file, write one transaction and close it again; readers retry briefly while a wr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -207,7 +208,19 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(MIGRATIONS[version - 1])
         con.execute("INSERT INTO schema_version VALUES (?, now())", [version])
         con.execute("COMMIT")
-    con.execute(_summary_sql())
+    _refresh_summary(con)
+
+
+def _refresh_summary(con: duckdb.DuckDBPyConnection) -> None:
+    """(Re)create the summary view when the code's differs from the store's (its comment is the SQL's hash):
+    recreating it on every short write transaction would cost most of the transaction."""
+    sql = _summary_sql()
+    digest = hashlib.sha256(sql.encode()).hexdigest()[:16]
+    stored = con.execute("SELECT comment FROM duckdb_views() WHERE view_name = 'summary' "
+                         "AND database_name = current_database()").fetchall()
+    if stored != [(digest,)]:
+        con.execute(sql)
+        con.execute(f"COMMENT ON VIEW summary IS '{digest}'")
 
 
 @contextmanager
