@@ -97,12 +97,11 @@ def merge(source_db, target_db=store.DEFAULT_DB, on_conflict: str = "refuse") ->
 def _migrated(src: Path, scratch: Path) -> Path:
     """A store of an older schema is merged from a migrated copy; the original is never written."""
     try:
-        with store.read(src) as con:
-            version = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+        version = store.schema_version(src)
     except (duckdb.Error, SIBenchError):
         return src  # not a store: _attach says what is wrong with it
-    if version >= store.SCHEMA_VERSION:
-        return src
+    if version is None or version >= store.SCHEMA_VERSION:
+        return src  # not a store, or a current or newer one: _attach says what is wrong with it, if anything
     copy = scratch / src.name
     shutil.copy(src, copy)
     with store.write(copy):

@@ -241,12 +241,46 @@ def write(path: str | Path = DEFAULT_DB) -> Iterator[duckdb.DuckDBPyConnection]:
 
 
 @contextmanager
-def read(path: str | Path = DEFAULT_DB) -> Iterator[duckdb.DuckDBPyConnection]:
+def read(path: str | Path = DEFAULT_DB, *, upgrade: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection; a store of an older schema is migrated first (upgrade=False leaves it as it is,
+    for a store that must not be written, such as an import's source)."""
+    if upgrade:
+        _upgrade(path)
     con = _connect(path, read_only=True)
     try:
         yield con
     finally:
         con.close()
+
+
+_CURRENT: set[tuple[str, int]] = set()  # (path, inode) of stores this process knows to be at SCHEMA_VERSION
+
+
+def schema_version(path: str | Path) -> int | None:
+    """The schema version of an existing store, read without changing it; None for a DuckDB file that is not
+    an si-bench store."""
+    con = _connect(path, read_only=True)
+    try:
+        tables = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_version' AND "
+                             "database_name = current_database()").fetchone()[0]
+        return con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0] if tables else None
+    finally:
+        con.close()
+
+
+def _upgrade(path: str | Path) -> None:
+    """Migrate an existing store of an older schema, once per process and file."""
+    path = Path(path)
+    if not path.exists():
+        return
+    key = (str(path.resolve()), path.stat().st_ino)
+    if key in _CURRENT:
+        return
+    version = schema_version(path)
+    if version is not None and version < SCHEMA_VERSION:
+        with write(path):
+            pass
+    _CURRENT.add(key)
 
 
 def upsert(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[dict[str, Any]]) -> None:
@@ -272,7 +306,7 @@ def check_intact(path: str | Path) -> None:
     not a traceback after it. A store that does not exist yet is intact."""
     if not Path(path).exists():
         return
-    with read(path) as con:
+    with read(path, upgrade=False) as con:
         tables = [r[0] for r in con.execute(
             "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()").fetchall()]
         try:
@@ -305,6 +339,7 @@ def user_query(path: str | Path, sql: str):
     if statements[0].type not in USER_STATEMENTS:
         raise SIBenchError(f"only SELECT (or EXPLAIN) is allowed, not {statements[0].type.name}: the store is "
                            "read-only here")
+    _upgrade(path)
     con = _connect(path, read_only=True, config=LOCKED)
     try:
         return con.execute(sql).df()

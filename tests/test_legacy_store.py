@@ -77,3 +77,11 @@ def test_imports_into_a_new_store(legacy, tmp_path):
     names = set(store.query(fresh, "SELECT DISTINCT name FROM metrics").name)
     assert "solver_uncertainty" in names and "solver_nll" not in names
     assert import_store(legacy, fresh)["samples"] == {"added": 0, "updated": 0}
+
+
+def test_read_only_commands_upgrade_it_first(legacy):
+    from si_bench.api import fit
+
+    assert store.user_query(legacy, "SELECT count(*) AS n FROM summary WHERE U_s IS NOT NULL").n[0] == 6
+    out = fit(legacy)
+    assert out["n_fitted"] == 0 and all("too few points" in t["note"] for t in out["trajectories"])
