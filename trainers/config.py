@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
 
+from si_bench.devices import LEGACY_SETTINGS
 from si_bench.errors import SIBenchError
 from si_bench.evaluation import EvalConfig, SamplingConfig
 from si_bench.options import Options, differs, option
@@ -50,6 +51,9 @@ class SelfImproveConfig(SamplingConfig):
     epochs_per_round: float = option(2.0, "SFT epochs over a round's picks (regenerate mode).", above=0)
     train_batch_size: int = option(4, "SFT batch size.", min=1)
     grad_accum: int = option(1, "SFT gradient accumulation steps.", min=1)
+    gradient_checkpointing: bool = option(False, "Recompute activations in the backward pass: less accelerator "
+                                                 "memory, slower steps, the same gradients.",
+                                          flag="--gradient-checkpointing", in_id=False)
     keep_checkpoints: str = option("all", "Keep all checkpoints or only the last.", choices=("all", "last"),
                                    in_id=False)
 
@@ -117,6 +121,8 @@ class SelfImproveConfig(SamplingConfig):
         stored = json.loads(text)
         for name in RETIRED_FIELDS:
             stored.pop(name, None)
+        for name, value in LEGACY_SETTINGS.items():  # runs stored before --device and --dtype ran there
+            stored.setdefault(name, value)
         return cls(**stored)
 
 
