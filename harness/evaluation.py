@@ -206,8 +206,8 @@ class Evaluation:
                 for p in self.prompts
             ])
             base = checkpoint_id == self.model.identity  # a model evaluated outside a run, or a run's step 0
-            known = con.execute("SELECT 1 FROM checkpoints WHERE checkpoint_id = ?", [checkpoint_id]).fetchall()
-            if base and not known:
+            if base and not con.execute("SELECT 1 FROM checkpoints WHERE checkpoint_id = ?",
+                                        [checkpoint_id]).fetchall():
                 store.upsert(con, "checkpoints", [{
                     "checkpoint_id": self.model.identity, "model_spec": self.model.spec,
                     "path": self.model.adapter or self.model.path, "weights_hash": self.model.identity,
