@@ -33,43 +33,39 @@ class StreamNoise:
         return -torch.log(-torch.log(uniform.clamp_(1e-20, 1.0)))
 
 
-def _times(x: torch.Tensor, constant: int) -> torch.Tensor:
-    """x * constant mod 2**32 for x < 2**32, with every intermediate below 2**49 (int64 never overflows)."""
-    low, high = constant & 0xFFFF, constant >> 16
-    return (x * low + (((x * high) & 0xFFFF) << 16)) & MASK32
-
-
-def _mix(x: torch.Tensor) -> torch.Tensor:
-    """A bijective 32-bit integer hash with full avalanche (Wellons' lowbias32)."""
-    x = x ^ (x >> 16)
-    x = _times(x, 0x7FEB352D)
+def _mix(x):
+    """prospector32 from Wellons' hash prospector: a bijective 32-bit hash (tensors or ints below 2**32). Its
+    multipliers are below 2**31, so every int64 product stays below 2**63: no overflow on any device."""
     x = x ^ (x >> 15)
-    x = _times(x, 0x846CA68B)
-    return x ^ (x >> 16)
+    x = (x * 0x2C1B3C6D) & MASK32
+    x = x ^ (x >> 12)
+    x = (x * 0x297A2D39) & MASK32
+    return x ^ (x >> 15)
 
 
 class CounterNoise:
     """Uniforms from a counter-based hash of (row seed, step, token index), computed with integer tensor ops
     where the logits are: no generator state, no host loop, no transfer per token.
 
-    A row's draws depend only on its seed, so they do not change with the rest of its batch; each step's
-    token values are distinct (the hash is a bijection), and 32 bits give the uniforms finer steps than
-    float32's 24.
+    A row's draws depend only on its seed, so they do not change with the rest of its batch. Per step the
+    work is one hash of (row-and-step key XOR hashed token index) per logit, about twenty elementwise ops;
+    each step's values are distinct (every stage is a bijection), and their 32 bits reach further into the
+    Gumbel tail than float32 uniforms.
     """
 
     def __init__(self, seeds: list[int], device: torch.device | str):
         seed = torch.tensor(seeds, dtype=torch.int64, device=device)  # 56-bit seeds (si_bench.sampling)
         self.row = _mix(_mix(seed & MASK32) ^ (seed >> 32))[:, None]
-        self.tokens: torch.Tensor | None = None
+        self.tokens: torch.Tensor | None = None  # hashed token indices, made once
         self.step = 0
 
     def uniform(self, vocab: int) -> torch.Tensor:
-        if self.tokens is None or self.tokens.numel() != vocab:
-            self.tokens = torch.arange(vocab, dtype=torch.int64, device=self.row.device)[None, :]
-        key = _mix(self.row ^ self.step)
+        if self.tokens is None or self.tokens.shape[-1] != vocab:
+            self.tokens = _mix(_mix(torch.arange(vocab, dtype=torch.int64, device=self.row.device)))[None, :]
+        key = _mix(self.row ^ _mix(self.step + 1))
         self.step += 1
-        bits = _mix(_mix(key ^ self.tokens) ^ _mix(key ^ 0x9E3779B9))
-        return (bits.double() + 0.5) / 2.0**32  # in (0, 1), never 0 or 1
+        bits = _mix(key ^ self.tokens)
+        return (bits.double() + 0.5) * 2.0**-32  # in (0, 1), never 0 or 1
 
     def gumbel(self, vocab: int) -> torch.Tensor:
         return (-torch.log(-torch.log(self.uniform(vocab)))).float()
