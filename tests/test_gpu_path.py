@@ -179,6 +179,16 @@ def test_training_precision_follows_the_placement(cuda):
     assert cpu == {"use_cpu": True, "bf16": False, "fp16": False, "load_dtype": "float32", "precision": "float32"}
 
 
+def test_training_uses_the_named_cuda_device(monkeypatch):
+    from si_bench.trainers.sft import use_device
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    for device in ("cpu", "cuda", "cuda:1"):
+        use_device(device)
+    assert chosen == [1]  # plain "cuda" is the current device already (set_device would refuse it)
+
+
 def test_gradient_checkpointing_is_recorded_and_keeps_out_of_the_run_id(tiny_model, tmp_path):
     from si_bench.models import ModelRef
     from si_bench.trainers.sft import fine_tune

@@ -44,6 +44,15 @@ def training_precision(cfg: SelfImproveConfig) -> dict:
     }
 
 
+def use_device(device: str) -> None:
+    """The trainer trains on the current CUDA device: make it the run's when the run names one (cuda:N)."""
+    import torch
+
+    index = torch.device(device).index
+    if device.startswith("cuda") and index is not None:
+        torch.cuda.set_device(index)
+
+
 def _load(parent: ModelRef, cfg: SelfImproveConfig, load_dtype: str):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -75,8 +84,7 @@ def fine_tune(parent: ModelRef, rows: list[dict], target: Path, cfg: SelfImprove
 
     torch.manual_seed(seed)
     precision = training_precision(cfg)
-    if cfg.placement.kind == "cuda":
-        torch.cuda.set_device(torch.device(cfg.device))  # the trainer uses the current CUDA device
+    use_device(cfg.device)
     model, tokenizer, peft_config = _load(parent, cfg, precision["load_dtype"])
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
