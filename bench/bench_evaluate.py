@@ -123,6 +123,80 @@ def run_si(lm, dataset: str, prompts, fewshot, *, n: int, shots: int, chunk: int
     return time.perf_counter() - started, texts
 
 
+def compare_sampling(model_path: str, dataset_name: str, prompts, fewshot, *, samples: int, batch_size: int,
+                     max_new_tokens: int, num_fewshot: int, chunk_prompts: int, device: str = "cpu",
+                     dtype: str = "float32", repeats: int = REPEATS) -> tuple[dict, object, list]:
+    """Time plain lm-eval `hf` generate_until against si-bench's sampling on identical prompts, N, batch and
+    length, each warmed up once, then alternated `repeats` times (medians). Returns the figures, si-bench's
+    model and its last samples."""
+    from lm_eval.models.huggingface import HFLM
+
+    dataset = get_dataset(dataset_name)
+    docs = [{**p.as_doc(), "dataset": dataset_name} for p in prompts]
+    fewshot_docs = [{**p.as_doc(), "dataset": dataset_name} for p in fewshot]
+    t0 = time.perf_counter()
+    plain_lm = HFLM(pretrained=model_path, device=device, batch_size=batch_size, dtype=dtype)
+    si_lm = load_lm("hf", model_path, None, batch_size=batch_size, max_new_tokens=max_new_tokens, seed_base="bench",
+                    device=device, dtype=dtype)
+    load_s = time.perf_counter() - t0
+    tokenizer = si_lm.tokenizer
+    plain_steps, si_steps = StepCounter(plain_lm), StepCounter(si_lm)
+    task_config = solver_task_config(dataset.task)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        task_name = write_plain_task(folder, docs, fewshot_docs, task_config, n=samples, shots=num_fewshot,
+                                     max_new_tokens=max_new_tokens)
+        warm = max(1, min(len(prompts), batch_size // samples))
+        # Warm-up once on each side (a batch's worth of prompts), then alternate the timed repeats.
+        warm_folder = folder / "warm"
+        warm_folder.mkdir()
+        write_plain_task(warm_folder, docs[:warm], fewshot_docs, task_config, n=samples, shots=num_fewshot,
+                         max_new_tokens=max_new_tokens)
+        run_plain(plain_lm, warm_folder, task_name, seed=999)
+        run_si(si_lm, dataset_name, prompts[:warm], fewshot, n=samples, shots=num_fewshot, chunk=chunk_prompts,
+               seed=999)
+
+        plain_times, si_times, plain_tokens, si_tokens, si_counted, plain_slots, si_slots = [], [], [], [], [], [], []
+        contexts_equal = None
+        for r in range(repeats):
+            plain_steps.slots = si_steps.slots = 0
+            elapsed, results = run_plain(plain_lm, folder, task_name, seed=r)
+            plain_slots.append(plain_steps.slots)
+            plain_times.append(elapsed)
+            responses = [t for s in results for group in s["resps"] for t in group]  # all N per prompt
+            assert len(responses) == len(prompts) * samples, len(responses)
+            plain_tokens.append(sum(len(tokenizer.encode(t, add_special_tokens=False)) for t in responses))
+
+            elapsed, texts = run_si(si_lm, dataset_name, prompts, fewshot, n=samples, shots=num_fewshot,
+                                    chunk=chunk_prompts, seed=r)
+            si_times.append(elapsed)
+            si_slots.append(si_steps.slots)
+            flat = [t for row in texts for t in row]
+            assert len(flat) == len(prompts) * samples
+            si_tokens.append(sum(len(tokenizer.encode(str(t), add_special_tokens=False)) for t in flat))
+            si_counted.append(sum(t.n_tokens for t in flat))
+            if contexts_equal is None:
+                plain_contexts = {s["doc"]["prompt_id"]: s["arguments"][0][0] for s in results}
+                contexts_equal = plain_contexts == {p.prompt_id: c for p, c in zip(prompts, si_contexts(
+                    si_lm, dataset_name, prompts, fewshot, num_fewshot), strict=True)}
+
+    plain_s, si_s = statistics.median(plain_times), statistics.median(si_times)
+    report = {
+        "prompts": len(prompts), "samples": samples, "batch_size": batch_size, "max_new_tokens": max_new_tokens,
+        "chunk_prompts": chunk_prompts, "device": device, "dtype": dtype, "repeats": repeats,
+        "prompts_identical": contexts_equal, "load_s": load_s,
+        "plain_s": plain_s, "si_bench_s": si_s, "ratio": si_s / plain_s,
+        "plain_times": plain_times, "si_times": si_times,
+        "plain_tokens": statistics.median(plain_tokens), "si_tokens": statistics.median(si_tokens),
+        "si_tokens_counted": statistics.median(si_counted),
+        "plain_token_slots": plain_slots, "si_token_slots": si_slots,
+        "plain_tok_per_s": statistics.median(plain_tokens) / plain_s,
+        "si_tok_per_s": statistics.median(si_tokens) / si_s,
+    }
+    return report, si_lm, texts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
@@ -140,100 +214,41 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from lm_eval.models.huggingface import HFLM
-
-    cfg = EvalConfig(model=args.model, dataset=args.dataset, limit=args.limit, samples=args.samples)
-    dataset = get_dataset(args.dataset)
+    cfg = EvalConfig(model=args.model, dataset=args.dataset, limit=args.limit, samples=args.samples, device="cpu")
     prompts = select_prompts(cfg)
-    fewshot = fewshot_pool(dataset)
-    docs = [{**p.as_doc(), "dataset": args.dataset} for p in prompts]
-    fewshot_docs = [{**p.as_doc(), "dataset": args.dataset} for p in fewshot]
-    model = resolve_model(args.model)
+    fewshot = fewshot_pool(get_dataset(args.dataset))
+    sampling, si_lm, texts = compare_sampling(
+        resolve_model(args.model).path, args.dataset, prompts, fewshot, samples=args.samples,
+        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, num_fewshot=args.num_fewshot,
+        chunk_prompts=args.chunk_prompts)
 
-    t0 = time.perf_counter()
-    plain_lm = HFLM(pretrained=model.path, device="cpu", batch_size=args.batch_size, dtype="float32")
-    si_lm = load_lm("hf", model.path, None, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                    seed_base="bench")
-    load_s = time.perf_counter() - t0
-    tokenizer = si_lm.tokenizer
-    plain_steps, si_steps = StepCounter(plain_lm), StepCounter(si_lm)
+    method = get_verifier("tf")
+    items = [(p, str(t)) for p, row in zip(prompts, texts, strict=True) for t in row]
+    score_candidates(si_lm, method, items[: args.batch_size], fewshot, shots=cfg.verifier_shots,
+                     apply_chat_template=False)  # warm-up
+    verify_times = []
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        score_candidates(si_lm, method, items, fewshot, shots=cfg.verifier_shots, apply_chat_template=False)
+        verify_times.append(time.perf_counter() - started)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        task_name = write_plain_task(folder, docs, fewshot_docs, solver_task_config(dataset.task), n=args.samples,
-                                     shots=args.num_fewshot, max_new_tokens=args.max_new_tokens)
-        warm = max(1, min(len(prompts), args.batch_size // args.samples))
-        # Warm-up once on each side (a batch's worth of prompts), then alternate the timed repeats.
-        warm_folder = folder / "warm"
-        warm_folder.mkdir()
-        write_plain_task(warm_folder, docs[:warm], fewshot_docs, solver_task_config(dataset.task), n=args.samples,
-                         shots=args.num_fewshot, max_new_tokens=args.max_new_tokens)
-        run_plain(plain_lm, warm_folder, task_name, seed=999)
-        run_si(si_lm, args.dataset, prompts[:warm], fewshot, n=args.samples, shots=args.num_fewshot,
-               chunk=args.chunk_prompts, seed=999)
-
-        plain_times, si_times, plain_tokens, si_tokens, si_counted, plain_slots, si_slots = [], [], [], [], [], [], []
-        contexts_equal = None
-        for r in range(REPEATS):
-            plain_steps.slots = si_steps.slots = 0
-            elapsed, samples = run_plain(plain_lm, folder, task_name, seed=r)
-            plain_slots.append(plain_steps.slots)
-            plain_times.append(elapsed)
-            responses = [t for s in samples for group in s["resps"] for t in group]  # all N per prompt
-            assert len(responses) == len(prompts) * args.samples, len(responses)
-            plain_tokens.append(sum(len(tokenizer.encode(t, add_special_tokens=False)) for t in responses))
-
-            elapsed, texts = run_si(si_lm, args.dataset, prompts, fewshot, n=args.samples, shots=args.num_fewshot,
-                                    chunk=args.chunk_prompts, seed=r)
-            si_times.append(elapsed)
-            si_slots.append(si_steps.slots)
-            flat = [t for row in texts for t in row]
-            assert len(flat) == len(prompts) * args.samples
-            si_tokens.append(sum(len(tokenizer.encode(str(t), add_special_tokens=False)) for t in flat))
-            si_counted.append(sum(t.n_tokens for t in flat))
-            if contexts_equal is None:
-                plain_contexts = {s["doc"]["prompt_id"]: s["arguments"][0][0] for s in samples}
-                contexts_equal = plain_contexts == {p.prompt_id: c for p, c in zip(prompts, _si_contexts(
-                    si_lm, args.dataset, prompts, fewshot, args.num_fewshot), strict=True)}
-
-        method = get_verifier("tf")
-        items = [(p, str(t)) for p, row in zip(prompts, texts, strict=True) for t in row]
-        score_candidates(si_lm, method, items[: args.batch_size], fewshot, shots=cfg.verifier_shots,
-                         apply_chat_template=False)  # warm-up
-        verify_times = []
-        for _ in range(REPEATS):
-            started = time.perf_counter()
-            score_candidates(si_lm, method, items, fewshot, shots=cfg.verifier_shots, apply_chat_template=False)
-            verify_times.append(time.perf_counter() - started)
-
-    plain_s, si_s = statistics.median(plain_times), statistics.median(si_times)
-    report = {
-        "model": args.model, "dataset": args.dataset, "prompts": len(prompts), "samples": args.samples,
-        "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "chunk_prompts": args.chunk_prompts,
-        "prompts_identical": contexts_equal, "load_s": load_s,
-        "plain_s": plain_s, "si_bench_s": si_s, "ratio": si_s / plain_s,
-        "plain_times": plain_times, "si_times": si_times,
-        "plain_tokens": statistics.median(plain_tokens), "si_tokens": statistics.median(si_tokens),
-        "si_tokens_counted": statistics.median(si_counted),
-        "plain_token_slots": plain_slots, "si_token_slots": si_slots,
-        "plain_tok_per_s": statistics.median(plain_tokens) / plain_s,
-        "si_tok_per_s": statistics.median(si_tokens) / si_s,
-        "verification_s": statistics.median(verify_times), "verified_candidates": len(items),
-    }
+    report = {"model": args.model, "dataset": args.dataset, **sampling,
+              "verification_s": statistics.median(verify_times), "verified_candidates": len(items)}
+    plain_s, si_s = report["plain_s"], report["si_bench_s"]
     rows = [
         ("prompts x N", f"{len(prompts)} x {args.samples}"), ("batch / max new tokens",
                                                               f"{args.batch_size} / {args.max_new_tokens}"),
-        ("identical prompts", str(contexts_equal)),
+        ("identical prompts", str(report["prompts_identical"])),
         ("tokens generated (re-tokenised text) plain", f"{report['plain_tokens']:.0f}"),
         ("tokens generated (re-tokenised text) si-bench", f"{report['si_tokens']:.0f}"),
         ("tokens si-bench counted (incl. stop token)", f"{report['si_tokens_counted']:.0f}"),
-        ("token slots computed (rows x steps) plain", str(plain_slots)),
-        ("token slots computed (rows x steps) si-bench", str(si_slots)),
-        ("plain lm-eval s (median of 3)", f"{plain_s:.2f}  {[round(t, 2) for t in plain_times]}"),
-        ("si-bench s (median of 3)", f"{si_s:.2f}  {[round(t, 2) for t in si_times]}"),
+        ("token slots computed (rows x steps) plain", str(report["plain_token_slots"])),
+        ("token slots computed (rows x steps) si-bench", str(report["si_token_slots"])),
+        ("plain lm-eval s (median of 3)", f"{plain_s:.2f}  {[round(t, 2) for t in report['plain_times']]}"),
+        ("si-bench s (median of 3)", f"{si_s:.2f}  {[round(t, 2) for t in report['si_times']]}"),
         ("ratio si-bench / plain (target <= 1.10)", f"{report['ratio']:.3f}"),
         ("verification s (TF, same candidates)", f"{report['verification_s']:.2f} for {len(items)} candidates"),
-        ("model load s (excluded)", f"{load_s:.1f}"),
+        ("model load s (excluded)", f"{report['load_s']:.1f}"),
     ]
     width = max(len(k) for k, _ in rows)
     print(f"bench_evaluate: {args.model} on {args.dataset}")
@@ -243,7 +258,7 @@ def main() -> None:
         Path(args.json_out).write_text(json.dumps(report, indent=2))
 
 
-def _si_contexts(lm, dataset: str, prompts, fewshot, shots: int) -> list[str]:
+def si_contexts(lm, dataset: str, prompts, fewshot, shots: int) -> list[str]:
     """The contexts si-bench's task renders for these prompts (what the model is given)."""
     from unittest import mock
 

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from si_bench import faults, store
-from si_bench.backends import get_backend
+from si_bench.backends import args_in_id, check_backend_args, get_backend, parse_backend_args
 from si_bench.datasets import DATASETS, Dataset, Prompt, get_dataset, sample_prompts
+from si_bench.devices import DTYPES, Placement, check_device, resolve
 from si_bench.errors import SIBenchError
 from si_bench.measures import Measure, compute_measures
 from si_bench.models import ModelRef, resolve_model
@@ -46,11 +47,47 @@ class SamplingConfig(Options):
                                        flag="--apply-chat-template")
     backend: str = option("hf", "Sampling backend: hf (CPU or GPU), vllm (GPU) or mock (a scripted model "
                                 "directory, for tests).", check=get_backend)
+    # device, dtype and backend_args enter the ids through `engine_identity` (only where they change numbers).
+    device: str = option("auto", "Where the model runs: auto (cuda when torch sees a GPU, else cpu), cpu, cuda "
+                                 "or cuda:N.", check=check_device, in_id=False)
+    dtype: str = option("auto", "Number format of sampling and fine-tuning: auto (bfloat16 on a GPU that supports "
+                                "it, else float32), float32, bfloat16 or float16.", choices=DTYPES, in_id=False)
+    backend_args: str | None = option(None, "Backend arguments key=value,... as lm-eval's --model_args, checked "
+                                            "against what the backend accepts (for vllm its engine arguments: "
+                                            "tensor_parallel_size, gpu_memory_utilization, max_model_len, "
+                                            "enable_prefix_caching, max_loras, max_lora_rank, ...).",
+                                      check=parse_backend_args, in_id=False)
     batch_size: int = option(32, "Sequences per generation batch.", min=1, in_id=False)
     max_new_tokens: int | None = option(None, "Cap on generated tokens (default: the task's own maximum).", min=1)
     seed: int = option(0, "Seed of the prompt sample, the sampling and the bootstrap.", min=0)
     n_boot: int = option(1000, "Bootstrap replicates for the 95% CIs (0: no intervals).", min=0, in_id=False)
     chunk_prompts: int = option(8, "Prompts per stored chunk: the most work a crash can lose.", min=1, in_id=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # Concrete from here on: a stored run configuration says where it ran, and resumes only there.
+        placement = resolve(self.device, self.dtype)
+        self.device, self.dtype = placement.device, placement.dtype
+        check_backend_args(self.backend, self.backend_kwargs())
+
+    @property
+    def placement(self) -> Placement:
+        return Placement(self.device, self.dtype)
+
+    def backend_kwargs(self) -> dict[str, Any]:
+        return parse_backend_args(self.backend_args) if self.backend_args else {}
+
+    def engine_identity(self) -> dict[str, Any]:
+        """What device, dtype and backend arguments add to the ids: nothing for the CPU in float32 with no
+        arguments (every id stored before these options existed), else what may change the numbers."""
+        key: dict[str, Any] = self.placement.id_key()
+        numeric = args_in_id(self.backend, self.backend_kwargs())
+        if numeric:
+            key["backend_args"] = numeric
+        return key
+
+    def identity(self) -> dict[str, Any]:
+        return {**super().identity(), **self.engine_identity()}
 
 
 @dataclass
@@ -111,7 +148,7 @@ def generation_settings(cfg: EvalConfig, checkpoint: str, prompts: list[Prompt])
         "checkpoint": checkpoint, "backend": cfg.backend, "dataset": cfg.dataset, "split": cfg.split,
         "prompts": stable_hash(sorted(p.prompt_id for p in prompts)), "num_fewshot": cfg.num_fewshot,
         "apply_chat_template": cfg.apply_chat_template, "task": hashlib.sha256(task_yaml).hexdigest()[:16],
-        "samples": cfg.samples, "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed,
+        "samples": cfg.samples, "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed, **cfg.engine_identity(),
     }
 
 
@@ -119,8 +156,10 @@ class Evaluation:
     """One evaluation's state machine over the store: sample -> verify -> select -> measure."""
 
     def __init__(self, cfg: EvalConfig, *, db: str = store.DEFAULT_DB, model: ModelRef | None = None,
-                 prompts: list[Prompt] | None = None, link: RunLink | None = None, progress: Any = None):
+                 prompts: list[Prompt] | None = None, link: RunLink | None = None, progress: Any = None,
+                 serving: dict[str, Any] | None = None):
         self.cfg, self.db, self.link, self.progress = cfg, db, link, progress
+        self.serving = serving or {}  # backend settings of a run that serves its adapters on one base model
         self.dataset = get_dataset(cfg.dataset)
         self.method: VerifierMethod = get_verifier(cfg.verifier)
         self.model = model or resolve_model(cfg.model)
@@ -142,7 +181,8 @@ class Evaluation:
             from si_bench.backends import load_lm
 
             self._lm = load_lm(self.cfg.backend, self.model.path, self.model.adapter, batch_size=self.cfg.batch_size,
-                               max_new_tokens=self.cfg.max_new_tokens, seed_base=self.gen_id)
+                               max_new_tokens=self.cfg.max_new_tokens, seed_base=self.gen_id, device=self.cfg.device,
+                               dtype=self.cfg.dtype, **{**self.serving, **self.cfg.backend_kwargs()})
         return self._lm
 
     def run(self) -> EvalResult:

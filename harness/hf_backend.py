@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections import defaultdict
 from typing import Any, Callable
 
@@ -12,20 +13,80 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils import handle_stop_sequences
 from lm_eval.models.utils_hf import stop_sequences_criteria
 
+from si_bench.backends import RESERVED_ARGS, check_names
 from si_bench.errors import SIBenchError
 from si_bench.sampling import SampledText, seeds_for
+
+MASK32 = 0xFFFFFFFF
+STREAM_DEVICES = ("cpu",)  # where the noise comes from per-row torch generators, as it always has
+
+
+class StreamNoise:
+    """Each row's uniforms from its own seeded CPU generator, `vocab` draws per step: the CPU's noise, unchanged
+    since the first stored sample (resumed evaluations rely on drawing exactly the same numbers)."""
+
+    def __init__(self, seeds: list[int]):
+        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+
+    def gumbel(self, vocab: int) -> torch.Tensor:
+        uniform = torch.stack([torch.rand(vocab, generator=g) for g in self.generators])
+        return -torch.log(-torch.log(uniform.clamp_(1e-20, 1.0)))
+
+
+def _mix(x):
+    """prospector32 from Wellons' hash prospector: a bijective 32-bit hash (tensors or ints below 2**32). Its
+    multipliers are below 2**31, so every int64 product stays below 2**63: no overflow on any device."""
+    x = x ^ (x >> 15)
+    x = (x * 0x2C1B3C6D) & MASK32
+    x = x ^ (x >> 12)
+    x = (x * 0x297A2D39) & MASK32
+    return x ^ (x >> 15)
+
+
+class CounterNoise:
+    """Uniforms from a counter-based hash of (row seed, step, token index), computed with integer tensor ops
+    where the logits are: no generator state, no host loop, no transfer per token.
+
+    A row's draws depend only on its seed, so they do not change with the rest of its batch. Per step the
+    work is one hash of (row-and-step key XOR hashed token index) per logit, about twenty elementwise ops;
+    each step's values are distinct (every stage is a bijection), and their 32 bits reach further into the
+    Gumbel tail than float32 uniforms.
+    """
+
+    def __init__(self, seeds: list[int], device: torch.device | str):
+        seed = torch.tensor(seeds, dtype=torch.int64, device=device)  # 56-bit seeds (si_bench.sampling)
+        self.row = _mix(_mix(seed & MASK32) ^ (seed >> 32))[:, None]
+        self.tokens: torch.Tensor | None = None  # hashed token indices, made once
+        self.step = 0
+
+    def uniform(self, vocab: int) -> torch.Tensor:
+        if self.tokens is None or self.tokens.shape[-1] != vocab:
+            self.tokens = _mix(_mix(torch.arange(vocab, dtype=torch.int64, device=self.row.device)))[None, :]
+        key = _mix(self.row ^ _mix(self.step + 1))
+        self.step += 1
+        bits = _mix(key ^ self.tokens)
+        return (bits.double() + 0.5) * 2.0**-32  # in (0, 1), never 0 or 1
+
+    def gumbel(self, vocab: int) -> torch.Tensor:
+        return (-torch.log(-torch.log(self.uniform(vocab)))).float()
+
+
+def noise_for(seeds: list[int], device: torch.device | str) -> StreamNoise | CounterNoise:
+    device = torch.device(device)
+    return StreamNoise(seeds) if device.type in STREAM_DEVICES else CounterNoise(seeds, device)
 
 
 class GumbelSampler:
     """A logits processor that samples by argmax over logits/T plus per-row seeded Gumbel noise.
 
     Sampling so is exact (the Gumbel-max trick) and makes each row's draws depend only on its own
-    seed, not on which other prompts share its batch. It also records each chosen token's log-probability
-    under the unmodified model distribution.
+    seed, not on which other prompts share its batch. The noise is drawn on the model's device (see
+    `noise_for`). It also records each chosen token's log-probability under the unmodified model
+    distribution.
     """
 
-    def __init__(self, seeds: list[int], temperature: float):
-        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+    def __init__(self, seeds: list[int], temperature: float, device: torch.device | str = "cpu"):
+        self.noise = noise_for(seeds, device)
         self.temperature = temperature
         self.token_logprobs: list[torch.Tensor] = []
         self._previous: torch.Tensor | None = None
@@ -42,9 +103,7 @@ class GumbelSampler:
         self._previous = torch.log_softmax(logits, dim=-1)
         if self.temperature <= 0:
             return logits
-        uniform = torch.stack([torch.rand(logits.shape[-1], generator=g) for g in self.generators])
-        gumbel = -torch.log(-torch.log(uniform.clamp_(1e-20, 1.0)))
-        return logits / self.temperature + gumbel
+        return logits / self.temperature + self.noise.gumbel(logits.shape[-1])
 
 
 def cut_response(text_of: Callable[[list[int]], str], tokens: list[int], stops: list[str], eos_id: int | None):
@@ -82,8 +141,16 @@ class LogprobHFLM(HFLM):
         self.on_batch: Callable[[int], None] | None = None
 
     @classmethod
-    def create(cls, path: str, adapter: str | None, **settings: Any) -> "LogprobHFLM":
-        return cls(pretrained=path, peft=adapter, device="cpu", dtype="float32", **settings)
+    def create(cls, path: str, adapter: str | None, *, device: str = "cpu", dtype: str = "float32",
+               **settings: Any) -> "LogprobHFLM":
+        return cls(pretrained=path, peft=adapter, device=device, dtype=dtype, **settings)
+
+    @classmethod
+    def check_backend_args(cls, args: dict[str, Any]) -> None:
+        """lm-eval's `hf` model arguments (HFLM's parameters), plus `attn_implementation`, which HFLM hands to
+        `from_pretrained`."""
+        accepted = {*inspect.signature(HFLM.__init__).parameters, "attn_implementation"} - {"self", "kwargs"}
+        check_names("hf", args, accepted, RESERVED_ARGS)
 
     def loglikelihood(self, requests: list, disable_tqdm: bool = False):
         return super().loglikelihood(requests, disable_tqdm=True)  # progress is the caller's (rich) bar
@@ -141,7 +208,7 @@ class LogprobHFLM(HFLM):
         row_of = torch.tensor([unique.index(c) for c in contexts], device=self.device)
         context, mask = self.tok_batch_encode(unique, left_truncate_len=self.max_length - max_new)
         context, mask = context.to(self.device), mask.to(self.device)
-        sampler = GumbelSampler(seeds, temperature)
+        sampler = GumbelSampler(seeds, temperature, self.device)
         config = GenerationConfig(
             do_sample=False, max_new_tokens=max_new, pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.eot_token_id,
@@ -159,7 +226,7 @@ class LogprobHFLM(HFLM):
             )
         generated = output[:, context.shape[1] :]
         sampler.record(generated[:, -1])
-        token_logprobs = torch.stack(sampler.token_logprobs, dim=1)  # (batch, generated steps)
+        token_logprobs = torch.stack(sampler.token_logprobs, dim=1).cpu()  # (batch, generated steps)
         texts = []
         for row, tokens in enumerate(generated.tolist()):
             text, kept = cut_response(self.tok_decode, tokens, [s for s in stops if s != eos], self.eot_token_id)

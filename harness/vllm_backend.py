@@ -23,10 +23,20 @@ Sampling semantics, matched to the HF backend:
 - Stopping: the task's `until` strings (not the EOS string: vLLM stops at EOS by itself). As on the HF
   backend, the token that completes a stop string or the EOS token counts in the sample's tokens and
   log-probability; the returned text ends before the stop string.
+
+The engine: a process holds one (`ENGINE`; one engine takes most of the GPU's memory), and every
+evaluation with the same engine arguments reuses it. A self-improvement run loads it with LoRA enabled
+from its first measurement (`adapter_serving`), so each round's adapter is served on the base model
+loaded once, as its own `LoRARequest`; while the run fine-tunes, the engine sleeps (vLLM's sleep mode,
+level 1: weights to CPU memory, KV cache dropped, `pause_engine`) and wakes for the next measurement.
+Without sleep mode (full fine-tuning, whose base changes every round) the engine is released instead.
+`--backend-args` are checked against `vllm.EngineArgs` and handed to `vllm.LLM`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -38,11 +48,107 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.utils import _add_special_kwargs, handle_stop_sequences, has_bos_prefix
 from vllm.lora.request import LoRARequest
 
+from si_bench.backends import RESERVED_ARGS, check_names
 from si_bench.errors import SIBenchError
 from si_bench.sampling import SampledText, sample_seed
 
 TOP_K_DISABLED = 0  # vLLM >= 0.8: 0 or -1 both mean "all tokens"; before that only -1 was accepted
 DEFAULT_MAX_GEN_TOKS = 256
+LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM's max_lora_rank takes
+DEFAULT_LORA_RANK = 16  # vLLM's default max_lora_rank
+OWN_ARGS = {"max_gen_toks", "max_length", "add_bos_token"}  # LogprobVLLM's arguments beside the engine's
+REFUSED_ARGS = {
+    **RESERVED_ARGS,
+    "tokenizer": "si-bench tokenizes with the model's own tokenizer",
+    "data_parallel_size": "one engine per process; spread prompts over GPUs with one process per GPU",
+}
+
+
+def lora_rank_bound(rank: int) -> int:
+    """The smallest `max_lora_rank` vLLM accepts that holds an adapter of rank `rank`."""
+    for bound in LORA_RANKS:
+        if rank <= bound:
+            return bound
+    raise SIBenchError(f"LoRA rank {rank} is above vLLM's largest max_lora_rank ({LORA_RANKS[-1]})")
+
+
+def adapter_serving(lora_rank: int | None) -> dict[str, Any]:
+    """Engine arguments of a run's evaluations: LoRA enabled from the first measurement (so that each round's
+    adapter is served on the one base model) and sleep mode (so that the engine can make room for fine-tuning)."""
+    if lora_rank is None:
+        return {}
+    return {"enable_lora": True, "max_lora_rank": lora_rank_bound(lora_rank), "enable_sleep_mode": True}
+
+
+def _files_signature(folder: str) -> tuple:
+    return tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(folder).iterdir()))
+
+
+class EngineHolder:
+    """The process's one vLLM engine, reused by every evaluation with the same engine arguments."""
+
+    def __init__(self) -> None:
+        self.settings: dict[str, Any] | None = None
+        self.llm: Any = None
+        self.asleep = False
+        self.adapter_ids: dict[tuple, int] = {}
+
+    def get(self, settings: dict[str, Any]) -> Any:
+        if self.llm is not None and self.settings == settings:
+            if self.asleep:
+                self.llm.wake_up()
+                self.asleep = False
+            return self.llm
+        self.release()
+        self.llm, self.settings = vllm.LLM(**settings), dict(settings)
+        return self.llm
+
+    def release(self) -> None:
+        if self.llm is None:
+            return
+        self.llm, self.settings, self.asleep = None, None, False
+        gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def pause(self) -> None:
+        """Give back the GPU's memory: sleep when the engine can (waking is fast), else release it."""
+        if self.llm is None or self.asleep:
+            return
+        if self.settings.get("enable_sleep_mode"):
+            self.llm.sleep(level=1)
+            self.asleep = True
+        else:
+            self.release()
+
+    def adapter(self, path: str) -> LoRARequest:
+        """One LoRARequest id per adapter (vLLM caches adapters by id): an adapter rewritten in place is new."""
+        key = (str(path), _files_signature(path))
+        number = self.adapter_ids.setdefault(key, len(self.adapter_ids) + 1)
+        return LoRARequest(f"si-bench-adapter-{number}", number, str(path))
+
+
+ENGINE = EngineHolder()
+
+
+def pause_engine() -> None:
+    ENGINE.pause()
+
+
+def _check_type(key: str, value: Any, default: Any) -> None:
+    """A value of another kind than the engine argument's default (a number for a flag, text for a number)."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = True
+    if not ok:
+        raise SIBenchError(f"--backend-args {key}={value}: vLLM's {key} takes a {type(default).__name__}")
 
 
 @register_model("si-vllm")
@@ -62,7 +168,7 @@ class LogprobVLLM(TemplateLM):
         max_gen_toks: int = DEFAULT_MAX_GEN_TOKS,
         max_length: int | None = None,
         add_bos_token: bool | None = None,
-        **llm_kwargs: Any,
+        **engine_args: Any,
     ):
         super().__init__()
         from transformers import AutoTokenizer
@@ -77,25 +183,34 @@ class LogprobVLLM(TemplateLM):
         self.max_gen_toks = int(max_gen_toks)
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 32  # prompts per generate() call
         self.on_batch: Callable[[int], None] | None = None
-        kwargs: dict[str, Any] = dict(
+        settings: dict[str, Any] = dict(
             model=pretrained, tensor_parallel_size=int(tensor_parallel_size),
-            gpu_memory_utilization=float(gpu_memory_utilization), dtype=dtype, **llm_kwargs,
+            gpu_memory_utilization=float(gpu_memory_utilization), dtype=dtype, **engine_args,
         )
         if max_length:
-            kwargs["max_model_len"] = int(max_length)
+            settings["max_model_len"] = int(max_length)
         self.lora_request = None
         if lora:
-            kwargs["enable_lora"] = True
-            rank = _adapter_rank(lora)
-            if rank and rank > 16:  # vLLM's default max_lora_rank is 16
-                kwargs["max_lora_rank"] = rank
-            self.lora_request = LoRARequest("si-bench-adapter", 1, str(lora))
-        self.model = vllm.LLM(**kwargs)
-        self._max_length = int(max_length) if max_length else None
+            settings["enable_lora"] = True
+            bound = lora_rank_bound(_adapter_rank(lora) or DEFAULT_LORA_RANK)
+            settings["max_lora_rank"] = max(int(settings.get("max_lora_rank", DEFAULT_LORA_RANK)), bound)
+            self.lora_request = ENGINE.adapter(lora)
+        self.model = ENGINE.get(settings)
+        self._max_length = int(settings["max_model_len"]) if settings.get("max_model_len") else None
 
     @classmethod
-    def create(cls, path: str, adapter: str | None, **settings: Any) -> "LogprobVLLM":
+    def create(cls, path: str, adapter: str | None, *, device: str | None = None, **settings: Any) -> "LogprobVLLM":
+        # vLLM places the engine on its own platform's devices; `device` only chose the default dtype.
         return cls(pretrained=path, lora=adapter, **settings)
+
+    @classmethod
+    def check_backend_args(cls, args: dict[str, Any]) -> None:
+        """vLLM's engine arguments (the fields of `vllm.EngineArgs`) and this class's own, values of the right kind."""
+        fields = {f.name: f.default for f in dataclasses.fields(vllm.EngineArgs)}
+        check_names("vllm", args, {*fields, *OWN_ARGS}, REFUSED_ARGS)
+        for key, value in args.items():
+            if key in fields:
+                _check_type(key, value, fields[key])
 
     # ---- tokenizer ----
     @property
@@ -187,7 +302,8 @@ class LogprobVLLM(TemplateLM):
             outputs = self.model.generate(prompts, params, lora_request=self.lora_request, use_tqdm=False)
             done = 0
             for req, out in zip(batch, outputs, strict=True):
-                for position, completion in zip(occurrences[id(req)], out.outputs, strict=True):
+                # not strict: fewer completions than asked for are named below, after the loop
+                for position, completion in zip(occurrences[id(req)], out.outputs, strict=False):
                     results[position] = SampledText(
                         completion.text, float(completion.cumulative_logprob), len(completion.token_ids)
                     )

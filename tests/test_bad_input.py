@@ -48,6 +48,8 @@ EXPLICIT = {
     "run": ["--run", "no-such-run"],
     "shares": ["--shares", "0.5,x"],
     "b": ["--b", "inf"],
+    "device": ["--device", "tpu"],
+    "backend_args": ["--backend-args", "no_such_argument=1"],
     "spec": ["{missing}"],
     "address": ["--address", "auto"],  # without --executor ray
     "sweep_dir": ["--sweep-dir", "{file}/sweep"],

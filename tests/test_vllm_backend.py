@@ -123,3 +123,80 @@ def test_vllm_lora_request(fake_vllm, tiny_model, tmp_path):
     init = [c for c in fake_vllm.CALLS if c["call"] == "LLM"][-1]
     assert init["enable_lora"] is True and init["max_lora_rank"] == 32
     assert lm.lora_request.lora_path == str(tmp_path)
+
+
+ENGINE_ARGS = "enable_prefix_caching=true,gpu_memory_utilization=0.5,max_model_len=512,max_num_seqs=64"
+
+
+def test_backend_args_reach_the_engine(fake_vllm, tiny_cfg, tiny_model):
+    import dataclasses
+
+    from si_bench.evaluation import Evaluation
+
+    cfg = dataclasses.replace(tiny_cfg, backend="vllm", backend_args=ENGINE_ARGS)
+    evaluation = Evaluation(cfg)
+    assert evaluation.lm.max_length == 512
+    [init] = [c for c in fake_vllm.CALLS if c["call"] == "LLM"]
+    assert init["enable_prefix_caching"] is True and init["gpu_memory_utilization"] == 0.5
+    assert init["max_model_len"] == 512 and init["max_num_seqs"] == 64 and init["dtype"] == "float32"
+    # Only what may change the numbers enters the generation id: the context length, not the scheduling.
+    assert evaluation.settings["backend_args"] == {"max_model_len": 512}
+    plain = Evaluation(dataclasses.replace(cfg, backend_args="enable_prefix_caching=true,max_num_seqs=8"))
+    assert plain.gen_id == Evaluation(dataclasses.replace(cfg, backend_args=None)).gen_id != evaluation.gen_id
+
+
+@pytest.mark.parametrize("args, message", [
+    ("tensor_paralel_size=2", "did you mean tensor_parallel_size"),
+    ("gpu_memory_utilization=most", "takes a float"),
+    ("enforce_eager=1", "takes a bool"),
+    ("data_parallel_size=2", "one engine per process"),
+    ("dtype=float16", "use --dtype"),
+    ("max_model_len", "key=value pairs"),
+])
+def test_bad_backend_args_are_refused_before_any_work(fake_vllm, args, message):
+    from si_bench.errors import SIBenchError
+    from si_bench.evaluation import EvalConfig
+
+    with pytest.raises(SIBenchError, match=message):
+        EvalConfig(model="tiny-test", backend="vllm", backend_args=args)
+    assert fake_vllm.CALLS == []
+
+
+def test_bad_backend_arg_on_the_command_line_writes_nothing(tmp_path, tiny_model):
+    import os
+
+    from conftest import run_cli
+
+    db = tmp_path / "si.duckdb"
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(FAKE), os.environ.get("PYTHONPATH")]))}
+    result = run_cli("evaluate", "--model", "tiny-test", "--backend", "vllm", "--backend-args",
+                     "max_model_len=512,tensor_paralel_size=2", "--limit", "2", "--db", str(db), env=env)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: --backend-args") and "tensor_parallel_size" in lines[0]
+    assert not db.exists()
+
+
+def test_a_run_serves_each_rounds_adapter_on_one_engine(fake_vllm, tmp_path, tiny_model):
+    from si_bench import store
+    from si_bench.api import run
+    from si_bench.trainers.config import SelfImproveConfig
+
+    cfg = SelfImproveConfig(model="tiny-test", backend="vllm", rounds=1, samples=1, train_prompts=2, test_limit=1,
+                            max_new_tokens=3, n_boot=10, train_batch_size=2, batch_size=8)
+    db = str(tmp_path / "si.duckdb")
+    [run_id] = run(cfg, db=db, workdir=str(tmp_path / "runs"), log=lambda _: None)
+    calls = fake_vllm.CALLS
+    engines = [c for c in calls if c["call"] == "LLM"]
+    assert len(engines) == 1  # the base model is loaded once for the whole run
+    assert engines[0]["enable_lora"] is True and engines[0]["max_lora_rank"] == 16
+    assert engines[0]["enable_sleep_mode"] is True
+    order = [c["call"] for c in calls]
+    slept, woke = order.index("sleep"), order.index("wake_up")
+    assert order.count("sleep") == order.count("wake_up") == 1 and slept < woke  # asleep while fine-tuning
+    step = store.query(db, "SELECT path, hyperparameters FROM checkpoints WHERE run_id = ?", [run_id])
+    assert {c["lora_request"] for c in calls[:slept] if c["call"] == "generate"} == {None}
+    served = {c["lora_request"].lora_path for c in calls[woke:] if c["call"] == "generate"}
+    assert served == {step.path[0]}  # the round's measurement samples from its adapter
+    hyper = json.loads(step.hyperparameters[0])
+    assert (hyper["device"], hyper["precision"], hyper["gradient_checkpointing"]) == ("cpu", "float32", False)

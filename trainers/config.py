@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
 
+from si_bench.devices import LEGACY_SETTINGS
 from si_bench.errors import SIBenchError
 from si_bench.evaluation import EvalConfig, SamplingConfig
 from si_bench.fit import allocation_shares
@@ -50,6 +51,9 @@ class SelfImproveConfig(SamplingConfig):
     epochs_per_round: float = option(2.0, "SFT epochs over a round's picks (regenerate mode).", above=0)
     train_batch_size: int = option(4, "SFT batch size.", min=1)
     grad_accum: int = option(1, "SFT gradient accumulation steps.", min=1)
+    gradient_checkpointing: bool = option(False, "Recompute activations in the backward pass: less accelerator "
+                                                 "memory, slower steps, the same gradients.",
+                                          flag="--gradient-checkpointing", in_id=False)
     keep_checkpoints: str = option("all", "Keep all checkpoints or only the last.", choices=("all", "last"),
                                    in_id=False)
     external_shares: list[float] | None = option(None, "The external budget's share per round, as resolved when the "
@@ -106,6 +110,8 @@ class SelfImproveConfig(SamplingConfig):
         if stored.get("external") and stored.get("allocation") == "late" and "external_shares" not in stored:
             # Stored before schema v3, when late meant the last round: the run keeps that meaning.
             stored["external_shares"] = [0.0] * (stored["rounds"] - 1) + [1.0]
+        for name, value in LEGACY_SETTINGS.items():  # runs stored before --device and --dtype ran there
+            stored.setdefault(name, value)
         return cls(**stored)
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from si_bench import faults, store
+from si_bench import backends, faults, store
 from si_bench.datasets import Prompt, get_dataset, sample_prompts
 from si_bench.errors import SIBenchError
 from si_bench.evaluation import EvalResult, Evaluation, RunLink, fewshot_pool
@@ -76,6 +76,8 @@ class SelfImproveRun:
         self.dataset = get_dataset(cfg.dataset)
         self.base = resolve_model(cfg.model)
         self.timings: dict[str, float] = {}
+        # A backend that can serves every round's adapter on the base model it loads for the first measurement.
+        self.serving = backends.serving_settings(cfg.backend, cfg.lora_r if cfg.lora else None)
         pool = {p.prompt_id for p in fewshot_pool(self.dataset)}
         train = [p for p in self.dataset.load(self.dataset.train_split) if p.prompt_id not in pool]
         self.train_prompts = sample_prompts(train, cfg.train_prompts, seed=cfg.seed)
@@ -161,7 +163,7 @@ class SelfImproveRun:
         started = time.perf_counter()
         link = RunLink(self.run_id, step, self.t_of(step), self.t_unit, split, checkpoint.checkpoint_id)
         result = Evaluation(self.cfg.eval_config(split, limit), db=self.db, model=checkpoint.model, prompts=prompts,
-                            link=link, progress=self.progress).run()
+                            link=link, progress=self.progress, serving=self.serving).run()
         phase = "evaluation" if split == "test" else "train_sampling"
         self.timings[f"{phase}_s"] = self.timings.get(f"{phase}_s", 0.0) + time.perf_counter() - started
         return result
@@ -241,6 +243,7 @@ class SelfImproveRun:
         data_hash = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
         self.log(f"{self.run_id} · step {step}: fine-tuning on {len(rows)} rows")
         started = time.perf_counter()
+        backends.pause(self.cfg.backend)  # the sampling engine gives the accelerator's memory to the trainer
         stats = fine_tune(parent.model, rows, target, self.cfg, seed=self.cfg.seed * 1000 + step, epochs=epochs)
         self.timings["training_s"] = self.timings.get("training_s", 0.0) + time.perf_counter() - started
         ref = checkpoint_ref(self.base, target, self.cfg)

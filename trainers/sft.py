@@ -1,8 +1,10 @@
 """One supervised fine-tuning step with trl's SFTTrainer: prompt-completion rows, loss on the completion only.
 
 LoRA by default (the adapter of the previous round is trained further), full fine-tuning as an
-option. Settings that work on CPU and GPU alike; the result is written to a scratch folder and
-moved into place atomically, so a crash never leaves a half-written checkpoint.
+option. The run's device and dtype decide the precision (`training_precision`): mixed bfloat16 (or float16)
+where the run samples in it, with the frozen base of a LoRA step held in that dtype and every trained weight
+in float32; float32 on the CPU by default. Gradient checkpointing is an option. The result is written to a
+scratch folder and moved into place atomically, so a crash never leaves a half-written checkpoint.
 """
 
 from __future__ import annotations
@@ -30,14 +32,35 @@ class _FaultCallback:
         return Callback()
 
 
-def _load(parent: ModelRef, cfg: SelfImproveConfig):
+def training_precision(cfg: SelfImproveConfig) -> dict:
+    """The trainer's precision flags for the run's placement, and the dtype the weights are loaded in."""
+    mixed = cfg.dtype in ("bfloat16", "float16")
+    return {
+        "use_cpu": cfg.placement.kind == "cpu", "bf16": cfg.dtype == "bfloat16", "fp16": cfg.dtype == "float16",
+        # A LoRA step trains float32 adapters (peft casts them) over a frozen base, which can stay in the low
+        # precision; full fine-tuning keeps float32 master weights and computes in the mixed precision.
+        "load_dtype": cfg.dtype if mixed and cfg.lora else "float32",
+        "precision": f"{cfg.dtype} mixed" if mixed else "float32",
+    }
+
+
+def use_device(device: str) -> None:
+    """The trainer trains on the current CUDA device: make it the run's when the run names one (cuda:N)."""
+    import torch
+
+    index = torch.device(device).index
+    if device.startswith("cuda") and index is not None:
+        torch.cuda.set_device(index)
+
+
+def _load(parent: ModelRef, cfg: SelfImproveConfig, load_dtype: str):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(parent.path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(parent.path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(parent.path, dtype=getattr(torch, load_dtype))
     peft_config = None
     if cfg.lora:
         from peft import LoraConfig, PeftModel
@@ -60,7 +83,9 @@ def fine_tune(parent: ModelRef, rows: list[dict], target: Path, cfg: SelfImprove
     from trl import SFTConfig, SFTTrainer
 
     torch.manual_seed(seed)
-    model, tokenizer, peft_config = _load(parent, cfg)
+    precision = training_precision(cfg)
+    use_device(cfg.device)
+    model, tokenizer, peft_config = _load(parent, cfg, precision["load_dtype"])
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
     try:
@@ -79,9 +104,12 @@ def fine_tune(parent: ModelRef, rows: list[dict], target: Path, cfg: SelfImprove
             data_seed=seed,
             max_length=1024,
             completion_only_loss=True,
-            use_cpu=not torch.cuda.is_available(),
-            bf16=False,
-            gradient_checkpointing=False,
+            use_cpu=precision["use_cpu"],
+            bf16=precision["bf16"],
+            fp16=precision["fp16"],
+            gradient_checkpointing=cfg.gradient_checkpointing,
+            # Non-reentrant checkpointing needs no input gradients, which a frozen LoRA base would not have.
+            gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
             disable_tqdm=True,
         )
         trainer = SFTTrainer(
@@ -100,7 +128,9 @@ def fine_tune(parent: ModelRef, rows: list[dict], target: Path, cfg: SelfImprove
         os.replace(scratch / "model", target)
         losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
         return {"train_loss": float(result.training_loss), "first_loss": losses[0] if losses else None,
-                "last_loss": losses[-1] if losses else None, "steps": int(result.global_step)}
+                "last_loss": losses[-1] if losses else None, "steps": int(result.global_step),
+                "device": cfg.device, "precision": precision["precision"],
+                "gradient_checkpointing": cfg.gradient_checkpointing}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

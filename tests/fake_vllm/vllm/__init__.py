@@ -2,7 +2,9 @@
 
 `LLM.generate` samples with the given seed (temperature, n, stop strings, max_tokens, EOS), reports the
 raw (before temperature) log-probability of each sampled token and their sum (`cumulative_logprob`),
-and computes `prompt_logprobs` with one forward pass. Every call is recorded in `CALLS`.
+and computes `prompt_logprobs` with one forward pass. Every call is recorded in `CALLS`, `sleep` and
+`wake_up` too. `EngineArgs` has the fields (a subset of vLLM's) that `LLM` accepts: like vLLM's, `LLM`
+refuses anything else.
 """
 
 from __future__ import annotations
@@ -67,10 +69,33 @@ def _entries(logprobs: torch.Tensor, token: int, top: int) -> dict[int, Logprob]
     return out
 
 
+@dataclass
+class EngineArgs:
+    model: str = "facebook/opt-125m"
+    tokenizer: str | None = None
+    dtype: str = "auto"
+    seed: int = 0
+    max_model_len: int | None = None
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    data_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    enable_prefix_caching: bool | None = None
+    enforce_eager: bool = False
+    max_num_seqs: int | None = None
+    enable_lora: bool = False
+    max_loras: int = 1
+    max_lora_rank: int = 16
+    max_cpu_loras: int | None = None
+    enable_sleep_mode: bool = False
+    quantization: str | None = None
+
+
 class LLM:
     def __init__(self, model: str, **kwargs: Any):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        EngineArgs(model=model, **kwargs)  # a TypeError for an argument vLLM does not take
         CALLS.append({"call": "LLM", "model": model, **kwargs})
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         self.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
@@ -104,6 +129,12 @@ class LLM:
         total = sum(entry[t].logprob for t, entry in zip(tokens, token_logprobs))
         return CompletionOutput(index, text, tokens, total if p.logprobs is not None else None,
                                 token_logprobs if p.logprobs is not None else None, reason)
+
+    def sleep(self, level: int = 1) -> None:
+        CALLS.append({"call": "sleep", "level": level})
+
+    def wake_up(self) -> None:
+        CALLS.append({"call": "wake_up"})
 
     def generate(self, prompts, sampling_params=None, lora_request=None, use_tqdm: bool = False) -> list[RequestOutput]:
         prompts = [prompts] if isinstance(prompts, (str, dict)) else list(prompts)
