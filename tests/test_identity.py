@@ -16,8 +16,8 @@ from si_bench.errors import SIBenchError
 from si_bench.evaluation import evaluate
 from si_bench.trainers.config import SelfImproveConfig
 
-TINY = dict(model="tiny-test", dataset="arith", samples=2, train_prompts=2, test_limit=2, max_new_tokens=16,
-            n_boot=20, train_batch_size=2, chunk_prompts=2, batch_size=8)
+TINY = dict(model="tiny-test", dataset="arith", mode="regenerate", samples=2, train_prompts=2, test_limit=2,
+            max_new_tokens=16, n_boot=20, train_batch_size=2, chunk_prompts=2, batch_size=8)
 
 
 def quiet(_msg: str) -> None:

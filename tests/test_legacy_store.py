@@ -18,8 +18,8 @@ from si_bench.trainers.config import SelfImproveConfig
 FIXTURE = ROOT / "tests" / "fixtures" / "store-v2.duckdb.gz"
 EVAL = dict(model="tiny-test", dataset="arith", split="test", limit=4, samples=2, max_new_tokens=6, n_boot=20,
             chunk_prompts=2, batch_size=8)
-RUN = dict(model="tiny-test", dataset="arith", samples=2, test_limit=4, max_new_tokens=6, n_boot=20, chunk_prompts=2,
-           batch_size=8)
+RUN = dict(model="tiny-test", dataset="arith", mode="regenerate", samples=2, test_limit=4, max_new_tokens=6, n_boot=20,
+           chunk_prompts=2, batch_size=8)
 KILLED_RUN = SelfImproveConfig(**RUN, rounds=2, train_prompts=6, train_batch_size=3)
 FINISHED_RUN = SelfImproveConfig(**RUN, rounds=1, train_prompts=4, train_batch_size=2, seed=1)
 

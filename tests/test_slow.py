@@ -25,7 +25,8 @@ def test_smollm2_self_improvement_round_trains_and_measures(tmp_path):
     from si_bench.trainers.config import SelfImproveConfig
 
     db = str(tmp_path / "si.duckdb")
-    [run_id] = run(SelfImproveConfig(rounds=1, train_prompts=16, test_limit=16, max_new_tokens=32, n_boot=200),
+    [run_id] = run(SelfImproveConfig(mode="regenerate", rounds=1, train_prompts=16, test_limit=16, max_new_tokens=32,
+                                     n_boot=200),
                    db=db, workdir=str(tmp_path / "runs"), log=lambda _: None)
     losses = store.query(db, "SELECT json_extract(hyperparameters, '$.train_loss')::DOUBLE AS loss FROM checkpoints "
                              "WHERE run_id = ?", [run_id])

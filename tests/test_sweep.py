@@ -25,6 +25,7 @@ datasets: arith
 verifiers: tf
 seeds: [0, 1]
 run:
+  mode: regenerate
   rounds: 1
   samples: 2
   train-prompts: 2

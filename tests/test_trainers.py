@@ -17,10 +17,10 @@ from si_bench.api import run, train_round
 from si_bench.trainers.config import SelfImproveConfig
 from si_bench.trainers.external import choose_prompts, per_round_counts
 
-TINY = dict(model="tiny-test", dataset="arith", rounds=2, samples=2, train_prompts=6, test_limit=4, max_new_tokens=6,
-            n_boot=20, train_batch_size=3, chunk_prompts=2, batch_size=8)
-SCRIPTED = dict(backend="mock", dataset="arith", rounds=2, samples=3, train_prompts=6, test_limit=4, n_boot=20,
-                train_batch_size=3, chunk_prompts=2)
+TINY = dict(model="tiny-test", dataset="arith", mode="regenerate", rounds=2, samples=2, train_prompts=6, test_limit=4,
+            max_new_tokens=6, n_boot=20, train_batch_size=3, chunk_prompts=2, batch_size=8)
+SCRIPTED = dict(backend="mock", dataset="arith", mode="regenerate", rounds=2, samples=3, train_prompts=6, test_limit=4,
+                n_boot=20, train_batch_size=3, chunk_prompts=2)
 
 COMPARED = {
     "samples": "gen_id, prompt_id, sample_idx",
@@ -128,8 +128,9 @@ def test_interrupted_run_resumes_to_the_same_result(scripted_reference, scripted
     assert snapshot(db) == expected
 
 
-CLI_RUN = ["run", "--model", "tiny-test", "--rounds", "2", "--samples", "2", "--train-prompts", "6", "--test-limit",
-           "4", "--max-new-tokens", "6", "--n-boot", "20", "--train-batch-size", "3", "--batch-size", "8"]
+CLI_RUN = ["run", "--model", "tiny-test", "--mode", "regenerate", "--rounds", "2", "--samples", "2",
+           "--train-prompts", "6", "--test-limit", "4", "--max-new-tokens", "6", "--n-boot", "20",
+           "--train-batch-size", "3", "--batch-size", "8"]
 
 
 def test_killed_run_resumes_to_the_same_result(reference, tmp_path):
@@ -158,12 +159,13 @@ def test_budget_allocation_accounting():
     assert per_round_counts([1, 0, 0, 0], 10) == [10, 0, 0, 0]
     assert per_round_counts([0.25] * 4, 10) == [3, 3, 2, 2]
     assert sum(per_round_counts([0.1, 0.2, 0.3, 0.4], 17)) == 17
-    assert SelfImproveConfig(rounds=3, external="ground-truth", budget=3, allocation="late").shares() == [0, 0, 1]
-    assert SelfImproveConfig(rounds=5, external="ground-truth", budget=3, allocation="late").shares() == [0, 0, 0, 1, 0]
+    late = dict(mode="regenerate", external="ground-truth", budget=3, allocation="late")
+    assert SelfImproveConfig(rounds=3, **late).shares() == [0, 0, 1]
+    assert SelfImproveConfig(rounds=5, **late).shares() == [0, 0, 0, 1, 0]
 
 
 def test_a_run_keeps_the_shares_it_was_made_with():
-    late = SelfImproveConfig(rounds=5, external="ground-truth", budget=3, allocation="late")
+    late = SelfImproveConfig(rounds=5, mode="regenerate", external="ground-truth", budget=3, allocation="late")
     stored = json.loads(dataclasses.replace(late, external_shares=late.shares()).to_json())
     assert stored["external_shares"] == [0, 0, 0, 1, 0]
     assert SelfImproveConfig.from_json(json.dumps(stored)).shares() == [0, 0, 0, 1, 0]

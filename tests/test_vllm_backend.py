@@ -182,8 +182,8 @@ def test_a_run_serves_each_rounds_adapter_on_one_engine(fake_vllm, tmp_path, tin
     from si_bench.api import run
     from si_bench.trainers.config import SelfImproveConfig
 
-    cfg = SelfImproveConfig(model="tiny-test", backend="vllm", rounds=1, samples=1, train_prompts=2, test_limit=1,
-                            max_new_tokens=3, n_boot=10, train_batch_size=2, batch_size=8)
+    cfg = SelfImproveConfig(model="tiny-test", backend="vllm", mode="regenerate", rounds=1, samples=1, train_prompts=2,
+                            test_limit=1, max_new_tokens=3, n_boot=10, train_batch_size=2, batch_size=8)
     db = str(tmp_path / "si.duckdb")
     [run_id] = run(cfg, db=db, workdir=str(tmp_path / "runs"), log=lambda _: None)
     calls = fake_vllm.CALLS
