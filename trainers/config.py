@@ -25,8 +25,8 @@ RETIRED_FIELDS = ("extra",)  # in configs stored by earlier versions; never part
 @dataclass
 class SelfImproveConfig(SamplingConfig):
     """Settings of one run. The defaults are the embedded demo (smollm2-135m on arith), sized to finish within
-    15 minutes on a 2-core CPU with a trajectory that identifies its rate: fixed mode, 3 epochs measured every
-    half epoch (7 points), 32 test prompts."""
+    15 minutes on a 2-core CPU with a trajectory that identifies its rate: fixed mode, 5 epochs measured every
+    half epoch (11 points), 32 test prompts."""
 
     verifier_shots: int = differs(0, "prompt encoding dominates CPU cost, and at 135M parameters the 2-shot "
                                      "verifier measured no better than zero-shot")
@@ -34,7 +34,7 @@ class SelfImproveConfig(SamplingConfig):
     mode: str = option("fixed", "fixed (picks made once from the base model, then --rounds epochs over them, "
                                 "measured every half epoch; t counts epochs) or regenerate (new picks every round; "
                                 "t counts rounds).", choices=MODES)
-    rounds: int = option(3, "Rounds (regenerate) or epochs (fixed).", min=1)
+    rounds: int = option(5, "Rounds (regenerate) or epochs (fixed).", min=1)
     train_prompts: int = option(32, "Training prompts (a seeded sample of the train split, the same every round).",
                                 min=1)
     test_limit: int = option(32, "Test prompts, measured at t=0, every --eval-every rounds (every half epoch in "
