@@ -102,12 +102,12 @@ class StepCounter:
 
 def run_plain(lm, folder: Path, task_name: str, seed: int) -> tuple[float, list[dict]]:
     from lm_eval.evaluator import evaluate
-    from lm_eval.tasks import TaskManager, get_task_dict
+    from lm_eval.tasks import TaskManager
 
     torch.manual_seed(seed)
     started = time.perf_counter()
     manager = TaskManager(include_path=str(folder), include_defaults=False)
-    task_dict = get_task_dict([task_name], manager)  # as simple_evaluate does
+    task_dict = manager.load([task_name])  # as simple_evaluate does
     results = evaluate(lm=lm, task_dict=task_dict, bootstrap_iters=0, log_samples=True, verbosity="ERROR")
     elapsed = time.perf_counter() - started
     return elapsed, sorted(results["samples"][task_name], key=lambda s: s["doc_id"])
