@@ -107,6 +107,7 @@ def fine_tune(parent: ModelRef, rows: list[dict], target: Path, cfg: SelfImprove
             use_cpu=precision["use_cpu"],
             bf16=precision["bf16"],
             fp16=precision["fp16"],
+            # Not activation_checkpointing (5.23's new name): the GPU environment's transformers 5.17-5.20 lacks it.
             gradient_checkpointing=cfg.gradient_checkpointing,
             # Non-reentrant checkpointing needs no input gradients, which a frozen LoRA base would not have.
             gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
