@@ -22,7 +22,7 @@ from tabulate import tabulate
 from si_bench.errors import SIBenchError
 from si_bench.fit import clean
 from si_bench.options import Options, option
-from si_bench.reports.tables import frame_records, interval_text, safe_csv_frame, terminal_text
+from si_bench.reports.tables import frame_records, interval_text, is_missing, safe_csv_frame, terminal_text
 from si_bench.trajectories import FitEntry, fit_rows
 
 KINDS = ("summary", "fits", "curves", "meta")
@@ -142,14 +142,14 @@ def write_data(frames: dict[str, pd.DataFrame], path: Path) -> None:
         f = f.copy()
         for col in f.columns:  # one type per column across kinds: numbers as float, the rest as text
             if f[col].dtype == object or str(f[col].dtype).startswith("datetime"):
-                values = [v for v in f[col] if not _missing(v)]
+                values = [v for v in f[col] if not is_missing(v)]
                 if values and all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
                                   for v in values):
                     f[col] = pd.to_numeric(f[col], errors="coerce").astype(float)
                 elif not values:
                     f[col] = pd.Series([None] * len(f), dtype=object, index=f.index)
                 else:
-                    f[col] = [None if _missing(v) else (v.isoformat(sep=" ") if hasattr(v, "isoformat") else str(v))
+                    f[col] = [None if is_missing(v) else (v.isoformat(sep=" ") if hasattr(v, "isoformat") else str(v))
                               for v in f[col]]
         f.insert(0, "kind", kind)
         parts.append(f)
@@ -171,20 +171,11 @@ def read_data(path: Path) -> dict[str, pd.DataFrame]:
     return out
 
 
-def _missing(v) -> bool:
-    if v is None:
-        return True
-    try:
-        return bool(pd.isna(v))
-    except (TypeError, ValueError):
-        return False
-
-
 # --------------------------------------------------------------------------- the table
 
 
 def _num(v):
-    if _missing(v):
+    if is_missing(v):
         return None
     v = float(v)
     return v if math.isfinite(v) else None
@@ -233,10 +224,10 @@ def _law(fit: dict | None) -> tuple[str | None, str | None]:
 
 
 def _row(m: dict, obs: pd.DataFrame) -> dict:
-    fit = json.loads(m["fit_json"]) if not _missing(m.get("fit_json")) else None
+    fit = json.loads(m["fit_json"]) if not is_missing(m.get("fit_json")) else None
     acc = [_num(v) for v in obs["solver_accuracy"]] if "solver_accuracy" in obs else []
     row = {"model": m["model"], "dataset": m["dataset"], "split": m["split"], "verifier": m["verifier"],
-           "mode": None if _missing(m.get("mode")) else m["mode"], "source": m.get("source") or "measured",
+           "mode": None if is_missing(m.get("mode")) else m["mode"], "source": m.get("source") or "measured",
            "seeds": int(_num(m.get("seeds")) or 1), "t_last": _num(m.get("t_last")), "n_points": int(m["n_points"]),
            "t_unit": m["t_unit"], "unit": m["unit"], "solver_accuracy_initial": acc[0] if acc else None,
            "solver_accuracy_final": acc[-1] if acc else None}
@@ -252,7 +243,7 @@ def _row(m: dict, obs: pd.DataFrame) -> dict:
     finite = {k: v for k, v in skills.items() if _num(v) is not None}
     row["best_law"] = max(sorted(finite), key=lambda k: finite[k]) if finite else None
     row["best_skill"], row["coupled_skill"] = finite.get(row["best_law"]), finite.get("coupled")
-    note = None if _missing(m.get("note")) else str(m["note"])
+    note = None if is_missing(m.get("note")) else str(m["note"])
     row["note"] = "too few points to fit" if note and note.startswith("too few points") else (
         note or (None if fit else "not fitted"))
     row.update({"run_id": m["run_id"], "fit_key": m["fit_key"], "plot": f"plots/{slug(m['fit_key'])}.png"})
@@ -300,7 +291,7 @@ def _cell(r: dict, col: str) -> str:
 
 def display_table(table: pd.DataFrame) -> pd.DataFrame:
     """Text cells for markdown and HTML."""
-    rows = [{col: _cell({k: (None if _missing(v) else v) for k, v in r.items()}, col) for col, _ in COLUMNS}
+    rows = [{col: _cell({k: (None if is_missing(v) else v) for k, v in r.items()}, col) for col, _ in COLUMNS}
             for r in table.to_dict("records")]
     return pd.DataFrame(rows, columns=[c for c, _ in COLUMNS])
 
@@ -352,7 +343,7 @@ def render(frames: dict[str, pd.DataFrame], out_dir: Path) -> dict:
         obs = trajectory_rows(frames, m)
         curve = frames["curves"]
         curve = curve[curve["fit_key"] == r["fit_key"]] if not curve.empty else curve
-        fit = json.loads(m["fit_json"]) if not _missing(m.get("fit_json")) else None
+        fit = json.loads(m["fit_json"]) if not is_missing(m.get("fit_json")) else None
         path = out_dir / r["plot"]
         reference = r.get("source", "measured") != "measured"
         plots.trajectory_figure(path, obs, curve, fit, unit=unit, t_unit=str(m["t_unit"]),
@@ -360,7 +351,7 @@ def render(frames: dict[str, pd.DataFrame], out_dir: Path) -> dict:
                                       + (" · reference, digitised from the paper" if reference else ""),
                                 y_label="uncertainty (the paper's plot units)" if reference else None)
         files.append(r["plot"])
-        r = {k: (None if _missing(v) else v) for k, v in r.items()}
+        r = {k: (None if is_missing(v) else v) for k, v in r.items()}
         sections.append({"row": r, "fit": fit, "note": r["note"]})
     page = html.page(display_table(table), [h for _, h in COLUMNS], sections, unit, LEGEND, set(QUANTITIES))
     (out_dir / "index.html").write_text(page, encoding="utf-8")

@@ -89,11 +89,17 @@ def render_frame(frame: pd.DataFrame, format: str = "table") -> str:
         return safe_csv_frame(frame).to_csv(index=False).rstrip("\n")
     if format == "json":
         return json.dumps(frame_records(frame), allow_nan=False, default=str)
-    cells = [[None if _missing(v) else (terminal_text(v) if isinstance(v, str) else _clean(v)) for v in row]
+    cells = [[None if is_missing(v) else (terminal_text(v) if isinstance(v, str) else _clean(v)) for v in row]
              for row in frame.astype(object).values.tolist()]
     return tabulate(cells, headers=[terminal_text(c) for c in frame.columns], tablefmt="simple", floatfmt=".4g",
                     missingval="NULL")
 
 
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT
+def is_missing(value) -> bool:
+    """None, NaN, NaT or pd.NA (DuckDB's NULL in an integer or list column); a list cell is a value."""
+    if value is None:
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False

@@ -14,6 +14,7 @@ import pytest
 from conftest import run_cli
 
 from si_bench import store
+from si_bench.reports.tables import render_frame
 
 EVALUATE = ["evaluate", "--model", "tiny-test", "--limit", "2", "--samples", "1", "--max-new-tokens", "4",
             "--n-boot", "10"]
@@ -157,3 +158,11 @@ def test_sql_formats(seeded_db):
     assert [r["name"] for r in records] == ["auroc", "gap", "note, with \"quotes\""]
     assert records[0]["value"] is None and records[0]["reason"] == "one class only"
     assert math.isclose(records[1]["value"], 0.25) and records[1]["reason"] is None
+
+
+def test_sql_table_shows_null_for_every_column_type(seeded_db):
+    # DuckDB gives pd.NA for a NULL integer or list; the table says NULL for it as for a NULL float or text.
+    frame = store.user_query(seeded_db, "SELECT CAST(NULL AS INTEGER) AS i, CAST(NULL AS INTEGER[]) AS l, "
+                                        "CAST(NULL AS DOUBLE) AS d, [1, 2] AS full_list")
+    lines = render_frame(frame).splitlines()
+    assert lines[2].split() == ["NULL", "NULL", "NULL", "[1,", "2]"], lines
