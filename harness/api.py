@@ -123,13 +123,18 @@ def leaderboard(db: str | None = store.DEFAULT_DB, out_dir: str | Path = "leader
         return board.publish_from(Path(from_parquet), out)
     store.check_intact(db)
     options = options or FitOptions()
-    entries = fit_store(db, options, group_by="seed", save=save_fits)
+    entries = fit_store(db, options, group_by="seed", save=False)
+    rows = trajectories.fit_rows(entries)
+    if save_fits:
+        trajectories.save_fits(db, entries, rows)
     summary = trajectories.load_summary(db)
     if reference:
         references = trajectories.reference_trajectories()
-        entries += [trajectories.fit_entry(tr, options) for tr in references]
+        reference_entries = [trajectories.fit_entry(tr, options) for tr in references]
+        entries += reference_entries
+        rows += trajectories.fit_rows(reference_entries)
         summary = pd.concat([summary, trajectories.points_frame(references)], ignore_index=True)
-    return board.publish(board.frames(entries, summary), out)
+    return board.publish(board.frames(entries, rows, summary), out)
 
 
 def import_store(source_db: str | Path, target_db: str | Path = store.DEFAULT_DB, *,

@@ -291,7 +291,7 @@ def fit_rows(entries: list[FitEntry]) -> list[dict]:
     return rows
 
 
-def _save(db, entries: list[FitEntry], rows: list[dict]) -> None:
+def save_fits(db, entries: list[FitEntry], rows: list[dict]) -> None:
     """Replace the fits of every trajectory looked at, in one short write transaction."""
     keys = sorted({e.trajectory.key for e in entries})
     with store.write(db) as con:
@@ -321,7 +321,7 @@ def fit_store(db, options: FitOptions | None = None, *, group_by: str = "run", s
     options = options or FitOptions()
     entries = [fit_entry(tr, options) for tr in stored_trajectories(db, options.unit, group_by)]
     if save:
-        _save(db, entries, fit_rows(entries))
+        save_fits(db, entries, fit_rows(entries))
     return entries
 
 

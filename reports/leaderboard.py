@@ -23,7 +23,7 @@ from si_bench.errors import SIBenchError
 from si_bench.fit import clean
 from si_bench.options import Options, option
 from si_bench.reports.tables import frame_records, interval_text, is_missing, safe_csv_frame, terminal_text
-from si_bench.trajectories import FitEntry, fit_rows
+from si_bench.trajectories import FitEntry
 
 KINDS = ("summary", "fits", "curves", "meta")
 
@@ -89,9 +89,10 @@ def _meta(entry: FitEntry) -> dict:
             "fit_json": json.dumps(res.to_json(), allow_nan=False) if res is not None else None}
 
 
-def frames(entries: list[FitEntry], summary: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Everything the leaderboard shows: summary rows, fits rows, fitted curves and one meta row per trajectory."""
-    fits = pd.DataFrame(fit_rows(entries), columns=FIT_COLUMNS)
+def frames(entries: list[FitEntry], fit_rows: list[dict], summary: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Everything the leaderboard shows: summary rows, the entries' `fits` rows (as stored), fitted curves and
+    one meta row per trajectory."""
+    fits = pd.DataFrame(fit_rows, columns=FIT_COLUMNS)
     fits["details"] = [json.dumps(clean(d), sort_keys=True) for d in fits["details"]]
     fits["estimate"] = fits["estimate"].astype(float)
     curves = [_curve(e) for e in entries if e.result is not None]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timedelta
 
 import pandas as pd
 import pytest
 from conftest import run_cli
 from synth_store import TRUTH, make_run
 
-from si_bench import api, store
+from si_bench import api, store, trajectories
 from si_bench.errors import SIBenchError
 from si_bench.fit import FitOptions
 
@@ -136,6 +137,28 @@ def test_reference_rows_are_the_papers_curves(board):
         assert (row["r2_solver"], row["r2_verifier"], row["r2_gap"]) == pytest.approx(TABLE_A[panel], abs=0.002)
     md = (out / "leaderboard.md").read_text()
     assert "Phi-4-mini" in md and "\\(reference\\)" in md
+
+
+def test_published_fits_are_the_stored_fits(db, tmp_path, monkeypatch):
+    class Clock(datetime):  # a second passes between any two readings: rows built twice would differ
+        ticks = 0
+
+        @classmethod
+        def now(cls, tz=None):
+            cls.ticks += 1
+            return datetime(2026, 1, 1, tzinfo=tz) + timedelta(seconds=cls.ticks)
+
+    monkeypatch.setattr(trajectories, "datetime", Clock)
+    api.leaderboard(db, tmp_path / "same", options=FitOptions(n_boot=20))
+    columns = ["fit_key", "law", "quantity", "estimate", "ci_low", "ci_high", "fitted_at"]
+    data = pd.read_parquet(tmp_path / "same" / "data.parquet")
+    published = data[(data["kind"] == "fits") & ~data["run_id"].str.startswith("reference-")][columns]
+    stored = store.query(db, "SELECT * FROM fits WHERE unit = 'total'")[columns]
+    order = ["fit_key", "law", "quantity"]
+    published, stored = (f.sort_values(order).reset_index(drop=True).astype({"fitted_at": str})
+                         for f in (published, stored))
+    assert len(published) > 0
+    pd.testing.assert_frame_equal(published, stored, check_dtype=False)
 
 
 def test_reference_rows_are_never_stored_and_can_be_left_out(db, tmp_path):
