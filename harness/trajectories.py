@@ -20,11 +20,10 @@ import pandas as pd
 
 from si_bench import store
 from si_bench.errors import SIBenchError
-from si_bench.fit import MIN_POINTS, FitOptions, FitResult, Trajectory, clean, fit_series
+from si_bench.fit import MIN_POINTS, UNITS, FitOptions, FitResult, Trajectory, clean, fit_series
 from si_bench.measures import paired_difference
 from si_bench.options import Options, option
 
-UNITS = ("total", "per_token")
 GROUPINGS = ("run", "seed")
 
 

@@ -19,7 +19,7 @@ from si_bench.fit._coupled import CoupledFit
 from si_bench.fit._fitting import fit_frame, fit_groups, fit_series, fit_trajectory
 from si_bench.fit._frames import MIN_POINTS, frame_to_trajectory, read_table, time_column
 from si_bench.fit._replicates import pooled_replicates
-from si_bench.fit._result import FitOptions, FitResult, GroupFitResult, clean
+from si_bench.fit._result import UNITS, FitOptions, FitResult, GroupFitResult, clean
 from si_bench.fit._simulate import (
     SimulateConfig,
     allocation_shares,
@@ -35,5 +35,5 @@ from si_bench.fit._trajectory import Trajectory
 __all__ = ["fit_trajectory", "fit_groups", "fit_frame", "simulate", "simulation", "compare_allocations",
            "predicted_limits", "FitOptions", "FitResult", "GroupFitResult", "CoupledFit", "SimulateConfig",
            "Trajectory", "fit_series", "frame_to_trajectory", "clean", "read_table", "time_column", "MIN_POINTS",
-           "pooled_replicates", "allocation_shares", "late_round", "converged_limit"]
+           "pooled_replicates", "allocation_shares", "late_round", "converged_limit", "UNITS"]
 

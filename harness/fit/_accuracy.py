@@ -60,7 +60,7 @@ def fit_accuracy(t: np.ndarray, acc: np.ndarray) -> dict:
            "r2": r2(y, limit + p["amp"][0] * np.exp(-lam * (t - t.min()))),
            "at_bound": bool(p["at_bound"][0]), "coverage": COVERAGE}
     if not _changes(y, float(p["rss"][0])):
-        ends = [r for r in out["limit"].get("reason", "").split("; ") if r.startswith(("low", "high"))]
+        ends = [f"{side} end not determined: {why}" for side, why in out["limit"].get("unbounded", {}).items()]
         out["limit"]["estimate"] = None
         out["limit"]["reason"] = "; ".join(["no limit identified: no significant change over t (F test against "
                                             "a constant, 5% level)"] + ends)

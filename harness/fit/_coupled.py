@@ -11,13 +11,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from si_bench.fit._intervals import MIN_POINTS_SERIAL, jacobian, residual_intervals, with_replicates
+from si_bench.fit._intervals import MIN_POINTS_SERIAL, jacobian, residual_intervals, serial_inflation, with_replicates
 from si_bench.fit._profile import Interval, profile_intervals
 from si_bench.fit._vp import exp_basis, rate_bounds, vp_fit
 
 N_PARAMS = 5  # Us_inf, A_s, Uv_inf, A_v, lam
 CONTRASTS = {"solver_limit": (1.0, 0.0), "verifier_limit": (0.0, 1.0), "gap_limit": (1.0, -1.0)}
 UNCERTAINTY_DOMAIN = (0.0, np.inf)  # an uncertainty is a negative log-likelihood
+LIMIT_DOMAINS = {"solver_limit": UNCERTAINTY_DOMAIN, "verifier_limit": UNCERTAINTY_DOMAIN,
+                 "gap_limit": (-np.inf, np.inf)}
 METHOD_PROFILE = "profile likelihood, F-calibrated (df = 2T - 5), serial-correlation inflation"
 METHOD_REPLICATES = "replicate-refit percentile (+) profile likelihood of the misfit the replicates leave"
 QUANTITIES = ("rate", "solver_limit", "verifier_limit", "gap_limit", "alpha_over_beta", "alpha_k", "beta_k")
@@ -114,12 +116,17 @@ def _delta_se(t: np.ndarray, p: dict[str, float]) -> dict[str, float]:
     return {q: float(np.sqrt(v)) if v >= 0 else float("nan") for q, v in zip(QUANTITIES, var, strict=True)}
 
 
+def _amplitudes(p: dict[str, np.ndarray], t: np.ndarray) -> np.ndarray:
+    """(B, 2) amplitudes of solver and verifier referenced to the first t, as jacobian() takes them."""
+    return np.column_stack([p["a_s"], p["a_v"]]) * np.exp(-p["lam"] * float(np.min(t)))[:, None]
+
+
 def intervals_many(t: np.ndarray, Y: np.ndarray, p: dict[str, np.ndarray]):
     """Residual-based intervals of the rate and limits for B trajectories Y (B, T, 2) fitted as p (fit_many)."""
     s, v = curves(p, t)
     resid = Y - np.stack([s, v], axis=-1)
-    amp = np.column_stack([p["a_s"], p["a_v"]]) * np.exp(-p["lam"] * float(np.min(t)))[:, None]
-    return residual_intervals(t, Y, p["lam"], amp, resid, rate_bounds(t), CONTRASTS, UNCERTAINTY_DOMAIN)
+    return residual_intervals(t, Y, p["lam"], _amplitudes(p, t), resid, rate_bounds(t), CONTRASTS,
+                              UNCERTAINTY_DOMAIN)
 
 
 def _replicate_intervals(t, y, pt, point, boot: dict, misfit_scale: float) -> dict[str, Interval]:
@@ -127,9 +134,7 @@ def _replicate_intervals(t, y, pt, point, boot: dict, misfit_scale: float) -> di
                                domain=UNCERTAINTY_DOMAIN)
     diverge = {"solver_limit": -np.sign(point["a_s"]), "verifier_limit": -np.sign(point["a_v"]),
                "gap_limit": -np.sign(point["delta"])}
-    domains = {"solver_limit": UNCERTAINTY_DOMAIN, "verifier_limit": UNCERTAINTY_DOMAIN,
-               "gap_limit": (-np.inf, np.inf)}
-    return with_replicates(point, boot, misfit, rate_bounds(t), diverge, domains)
+    return with_replicates(point, boot, misfit, rate_bounds(t), diverge, LIMIT_DOMAINS)
 
 
 def _serial_json(rho: float, inflation: float) -> dict:
@@ -165,14 +170,16 @@ def fit_coupled(t: np.ndarray, solver: np.ndarray, verifier: np.ndarray, *, gap_
         bp = fit_many(t, Yb)
         boot = {k: v for k, v in bp.items() if k != "at_bound"}
         boot.update(derived(bp))
-    iv, rho, inflation = intervals_many(t, y[None], pt)
-    method = METHOD_PROFILE
     if kind == "replicates" and boot:
+        rho, inflation = serial_inflation(t, (y - fitted)[None], pt["lam"], _amplitudes(pt, t))
         rep_var = float(np.mean(np.var(Yb, axis=0)))
         res_var = point["rss"] / (2 * T - N_PARAMS)
         excess = max(res_var * inflation[0] - rep_var, 0.0) / res_var if res_var > 0 else 0.0
         iv = _replicate_intervals(t, y, pt, point, boot, excess)
         method = METHOD_REPLICATES
+    else:
+        iv, rho, inflation = intervals_many(t, y[None], pt)
+        method = METHOD_PROFILE
     return CoupledFit(t=t, y=y, point=point, boot=boot, se=_delta_se(t, point), r2=r2s, bootstrap=kind,
                       at_bound=bool(pt["at_bound"][0]), intervals=iv, interval_method=method,
                       serial=_serial_json(float(rho[0]), float(inflation[0])),

@@ -98,7 +98,7 @@ def wide_to_trajectory(df: pd.DataFrame, unit: str = "total", label: str = "") -
         return Trajectory(t=tt, solver_uncertainty=mean["s"].to_numpy(), verifier_uncertainty=mean["v"].to_numpy(),
                           solver_accuracy=mean["solver_accuracy"].to_numpy() if "solver_accuracy" in mean else None,
                           verifier_accuracy=mean["verifier_accuracy"].to_numpy() if "verifier_accuracy" in mean
-                          else None, runs=[run[:, None, :] for run in per_run] if R > 1 else [], label=label)
+                          else None, runs=[run[:, None, :] for run in per_run] if R > 1 else [])
     if work["t"].duplicated().any():
         dup = work["t"][work["t"].duplicated()].iloc[0]
         raise SIBenchError(f"duplicate t = {dup:g}: one row per t (or add a 'run' column for replicate runs)")
@@ -107,8 +107,7 @@ def wide_to_trajectory(df: pd.DataFrame, unit: str = "total", label: str = "") -
     _check_series(tt, work["s"].to_numpy(), work["v"].to_numpy(), label)
     return Trajectory(t=tt, solver_uncertainty=work["s"].to_numpy(), verifier_uncertainty=work["v"].to_numpy(),
                       solver_accuracy=work["solver_accuracy"].to_numpy() if "solver_accuracy" in work else None,
-                      verifier_accuracy=work["verifier_accuracy"].to_numpy() if "verifier_accuracy" in work else None,
-                      label=label)
+                      verifier_accuracy=work["verifier_accuracy"].to_numpy() if "verifier_accuracy" in work else None)
 
 
 def long_to_trajectory(df: pd.DataFrame, label: str = "") -> Trajectory:
@@ -141,7 +140,7 @@ def long_to_trajectory(df: pd.DataFrame, label: str = "") -> Trajectory:
         g = piv.loc[both.index, "gap"]
         if g.notna().all():
             gap = g.to_numpy()
-    return Trajectory(t=tt, solver_uncertainty=s, verifier_uncertainty=v, gap=gap, label=label)
+    return Trajectory(t=tt, solver_uncertainty=s, verifier_uncertainty=v, gap=gap)
 
 
 def frame_to_trajectory(df: pd.DataFrame, unit: str = "total", label: str = "") -> Trajectory:

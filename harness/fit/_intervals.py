@@ -50,16 +50,21 @@ def serial_rho(t: np.ndarray, resid: np.ndarray, lam: np.ndarray, amp: np.ndarra
     return rho - rho0
 
 
+def serial_inflation(t: np.ndarray, resid: np.ndarray, lam: np.ndarray, amp: np.ndarray):
+    """(rho, inflation) of the residual variance for B fits (see serial_rho); rho is NaN and the inflation 1
+    below MIN_POINTS_SERIAL points."""
+    if len(t) < MIN_POINTS_SERIAL:
+        return np.full(len(lam), np.nan), np.ones(len(lam))
+    rho = serial_rho(t, resid, lam, amp)
+    r = np.clip(rho, 0.0, MAX_RHO)
+    return rho, (1.0 + r) / (1.0 - r)
+
+
 def residual_intervals(t: np.ndarray, Y: np.ndarray, lam: np.ndarray, amp: np.ndarray, resid: np.ndarray,
                        bounds: tuple[float, float], contrasts: dict, domain: tuple[float, float]):
     """Profile intervals for B trajectories Y (B, T, S) with fitted rates lam (B,), amplitudes amp (B, S)
     and residuals (B, T, S). Returns (intervals, rho, inflation)."""
-    if len(t) >= MIN_POINTS_SERIAL:
-        rho = serial_rho(t, resid, lam, amp)
-        r = np.clip(rho, 0.0, MAX_RHO)
-        inflation = (1.0 + r) / (1.0 - r)
-    else:
-        rho, inflation = np.full(len(lam), np.nan), np.ones(len(lam))
+    rho, inflation = serial_inflation(t, resid, lam, amp)
     iv = profile_intervals(t, Y, lam, bounds, contrasts, rss_scale=inflation, domain=domain)
     return iv, rho, inflation
 

@@ -36,7 +36,12 @@ def pooled_replicates(runs: list[np.ndarray], n_boot: int = 500, seed: int = 0) 
     pick = rng.integers(0, R, size=(n_boot, R))
     reps = means[pick, np.arange(n_boot)[:, None], np.arange(R)[None, :]].mean(axis=1)
     if R > 1:
-        with np.errstate(invalid="ignore"):
-            centre = np.mean([np.nanmean(r, axis=1) for r in runs], axis=0)
+        centre = run_centre(runs)
         reps = centre + (reps - centre) * np.sqrt(R / (R - 1))
     return reps
+
+
+def run_centre(runs: list[np.ndarray]) -> np.ndarray:
+    """(T, 2) mean over runs of each run's prompt-mean series: the centre of pooled_replicates."""
+    with np.errstate(invalid="ignore"):
+        return np.mean([np.nanmean(r, axis=1) for r in runs], axis=0)

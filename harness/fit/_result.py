@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from si_bench.fit._adequacy import adequacy
-from si_bench.fit._coupled import UNCERTAINTY_DOMAIN, CoupledFit, curves
+from si_bench.fit._coupled import LIMIT_DOMAINS, CoupledFit, curves
 from si_bench.fit._intervals import COVERAGE_NOTE, interval_json
 from si_bench.options import Options, option
 
@@ -104,8 +104,7 @@ class FitResult:
     def quantity(self, name: str) -> dict:
         c = self.coupled
         if name in c.intervals:
-            domain = c.bounds if name == "rate" else (
-                UNCERTAINTY_DOMAIN if name != "gap_limit" else (-math.inf, math.inf))
+            domain = c.bounds if name == "rate" else LIMIT_DOMAINS[name]
             out = interval_json(c.point[name], c.intervals[name], kind="rate" if name == "rate" else "limit",
                                 domain=domain, bounds=c.bounds, method=c.interval_method)
         else:

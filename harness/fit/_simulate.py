@@ -50,17 +50,17 @@ def _step(us: float, uv: float, alpha: float, beta: float, k: float, b: float, d
     return us + alpha / (alpha - beta) * delta * f, uv + beta / (alpha - beta) * delta * f
 
 
-def _shares(shares, rounds: int) -> np.ndarray:
+def _shares(shares, rounds: int, name: str = "shares") -> np.ndarray:
     try:
         eta = np.asarray([float(x) for x in shares], dtype=float)
     except (TypeError, ValueError):
-        raise SIBenchError("shares must be numbers") from None
+        raise SIBenchError(f"{name} must be numbers") from None
     if len(eta) != rounds:
-        raise SIBenchError(f"shares has {len(eta)} values but rounds = {rounds}: give one share per round")
+        raise SIBenchError(f"{name} has {len(eta)} values but rounds = {rounds}: give one share per round")
     if not np.all(np.isfinite(eta)) or np.any(eta < 0):
-        raise SIBenchError("shares must be finite and >= 0")
+        raise SIBenchError(f"{name} must be finite and >= 0")
     if abs(eta.sum() - 1.0) > 1e-6:
-        raise SIBenchError(f"shares must sum to 1 (within 1e-6); they sum to {eta.sum():.8g}")
+        raise SIBenchError(f"{name} must sum to 1 (within 1e-6); they sum to {eta.sum():.8g}")
     return eta
 
 
@@ -125,11 +125,7 @@ def allocation_shares(allocation: str, rounds: int) -> list[float]:
     except ValueError:
         raise SIBenchError(f"--allocation must be early, uniform, late or {rounds} comma-separated shares, got "
                            f"{allocation!r}") from None
-    if len(shares) != rounds:
-        raise SIBenchError(f"--allocation has {len(shares)} shares for {rounds} rounds")
-    if any(not x >= 0 for x in shares) or abs(sum(shares) - 1) > 1e-6:
-        raise SIBenchError(f"--allocation shares must be >= 0 and sum to 1 (they sum to {sum(shares):g})")
-    return shares
+    return _shares(shares, rounds, name="--allocation").tolist()
 
 
 def allocations(rounds: int) -> dict[str, np.ndarray]:

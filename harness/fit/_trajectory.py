@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from si_bench.fit._replicates import pooled_replicates
+from si_bench.fit._replicates import pooled_replicates, run_centre
 
 
 @dataclass
@@ -21,8 +21,7 @@ class Trajectory:
     # What the intervals resample: one (T, P, 2) array per run of per-prompt (solver, verifier) values on the
     # shared t grid (P = 1 for a run known only by its series). Empty: residuals only.
     runs: list[np.ndarray] = field(default_factory=list, repr=False)
-    # What it describes (the store fills these; a file gives a label).
-    label: str = ""
+    # What it describes (the store fills these).
     run_id: str = ""
     model: str = ""
     dataset: str = ""
@@ -55,10 +54,8 @@ class Trajectory:
         if n_boot <= 0 or not self.runs or (len(self.runs) == 1 and self.runs[0].shape[1] < 2):
             return None
         reps = pooled_replicates(self.runs, n_boot, seed)
-        with np.errstate(invalid="ignore"):
-            centre = np.mean([np.nanmean(r, axis=1) for r in self.runs], axis=0)
         series = np.column_stack([self.solver_uncertainty, self.verifier_uncertainty])
-        return reps + (series - centre)[None]
+        return reps + (series - run_centre(self.runs))[None]
 
     def resampling_note(self) -> str:
         if len(self.runs) > 1:
