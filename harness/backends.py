@@ -49,8 +49,7 @@ class Backend:
                                f"installed{self.hint}")
 
     def model_class(self) -> Any:
-        module, _, cls = self.target.partition(":")
-        return getattr(importlib.import_module(module), cls)
+        return _resolve(self.target)
 
 
 BACKENDS: dict[str, Backend] = {
@@ -128,23 +127,24 @@ def args_in_id(name: str, args: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in sorted(args.items()) if k not in scheduling}
 
 
-def _call(target: str | None, *args: Any) -> Any:
-    module, _, function = (target or "").partition(":")
-    return getattr(importlib.import_module(module), function)(*args)
+def _resolve(target: str) -> Any:
+    """The object a "module:name" target names (imported now: backends load lazily)."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def serving_settings(name: str, lora_rank: int | None) -> dict[str, Any]:
     """Settings with which a run's evaluations load the model, so that a backend that can serves every round's
     adapter (of rank `lora_rank`; None: full fine-tuning) on the one base model it loaded first."""
     backend = get_backend(name)
-    return _call(backend.serving, lora_rank) if backend.serving else {}
+    return _resolve(backend.serving)(lora_rank) if backend.serving else {}
 
 
 def pause(name: str) -> None:
     """Let backend `name` give back the accelerator memory it holds (a run is about to fine-tune)."""
     target = get_backend(name).pause
     if target and target.partition(":")[0] in sys.modules:  # only a backend that was loaded holds memory
-        _call(target)
+        _resolve(target)()
 
 
 def load_lm(name: str, path: str, adapter: str | None, **settings) -> SamplingBackend:

@@ -66,6 +66,7 @@ TABLES = [
     Table("metrics", ("eval_id", "name"), "eval_id"),
     Table("picks", ("eval_id", "prompt_id"), "eval_id"),
 ]
+OWN_KEYS = {t.name: t.match for t in TABLES if t.family is None}  # rows that are a family of their own
 # Every table, in an order that keeps references resolvable, with the family key its rows carry.
 FAMILY_KEY = {"prompts": None, "runs": "run_id", "checkpoints": "run_id", "generations": "gen_id",
               "samples": "gen_id", "verdicts": "gen_id", "evaluations": "eval_id", "metrics": "eval_id",
@@ -229,16 +230,12 @@ class _Merge:
         """Copy their rows of `table` matching `where` (alias s); returns how many."""
         cols = list(_columns(self.con, table))
         query = f"SELECT {', '.join(f's.{c}' for c in cols)} FROM {SOURCE}.main.{table} s {where}"
-        n = self.con.execute(f"SELECT count(*) FROM ({query})", params).fetchone()[0]
-        if n:
-            self.con.execute(f"INSERT INTO main.{table} ({', '.join(cols)}) {query}", params)
-        return n
+        return self.con.execute(f"INSERT INTO main.{table} ({', '.join(cols)}) {query}", params).fetchone()[0]
 
 
 def _own_key(table: str, alias: str) -> str:
     """The key of a row that is a family of its own."""
-    columns = {"prompts": ("dataset", "split", "prompt_id"), "checkpoints": ("checkpoint_id",)}[table]
-    return "concat_ws('|', " + ", ".join(f"{alias}.{c}" for c in columns) + ")"
+    return "concat_ws('|', " + ", ".join(f"{alias}.{c}" for c in OWN_KEYS[table]) + ")"
 
 
 def _belongs(table: str, families: dict[str, set[str]], alias: str) -> tuple[str, dict]:
@@ -249,7 +246,7 @@ def _belongs(table: str, families: dict[str, set[str]], alias: str) -> tuple[str
         clauses.append(f"{alias}.{column} IN (SELECT unnest($family::VARCHAR[]))")
         params["family"] = sorted(families[column])
     own = families.get(table)
-    if own and table in ("prompts", "checkpoints"):
+    if own:
         clauses.append(f"{_own_key(table, alias)} IN (SELECT unnest($own::VARCHAR[]))")
         params["own"] = sorted(own)
     return (" OR ".join(clauses) or "FALSE"), params

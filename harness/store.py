@@ -241,12 +241,13 @@ def write(path: str | Path = DEFAULT_DB) -> Iterator[duckdb.DuckDBPyConnection]:
 
 
 @contextmanager
-def read(path: str | Path = DEFAULT_DB, *, upgrade: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection; a store of an older schema is migrated first (upgrade=False leaves it as it is,
-    for a store that must not be written, such as an import's source)."""
+def read(path: str | Path = DEFAULT_DB, *, upgrade: bool = True,
+         config: dict | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection (with DuckDB `config`); a store of an older schema is migrated first
+    (upgrade=False leaves it as it is, for a store that must not be written, such as an import's source)."""
     if upgrade:
         _upgrade(path)
-    con = _connect(path, read_only=True)
+    con = _connect(path, read_only=True, config=config)
     try:
         yield con
     finally:
@@ -339,14 +340,11 @@ def user_query(path: str | Path, sql: str):
     if statements[0].type not in USER_STATEMENTS:
         raise SIBenchError(f"only SELECT (or EXPLAIN) is allowed, not {statements[0].type.name}: the store is "
                            "read-only here")
-    _upgrade(path)
-    con = _connect(path, read_only=True, config=LOCKED)
-    try:
-        return con.execute(sql).df()
-    except duckdb.Error as exc:
-        raise SIBenchError(f"SQL error: {str(exc).splitlines()[0]}") from None
-    finally:
-        con.close()
+    with read(path, config=LOCKED) as con:
+        try:
+            return con.execute(sql).df()
+        except duckdb.Error as exc:
+            raise SIBenchError(f"SQL error: {str(exc).splitlines()[0]}") from None
 
 
 def query(path: str | Path, sql: str, params: Sequence[Any] | None = None):
