@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import MISSING, Field, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -31,7 +31,7 @@ class Spec:
     max: float | None = None
     above: float | None = None  # exclusive lower bound
     check: Callable[[Any], None] | None = None  # raises SIBenchError for a bad value
-    in_id: bool | str = True  # enters the id of what it configures: True, False, or "non-default"
+    in_id: bool = True  # enters the id of what it configures
     why: str = ""  # for a `differs` override: why this command's default is another
     hidden: bool = False  # state a config records (in the store), not a flag
 
@@ -41,12 +41,7 @@ class Spec:
 
 def option(default: Any = MISSING, help: str = "", **spec: Any) -> Any:
     """A dataclass field with its default, help text and checks (see `Spec`)."""
-    kwargs: dict[str, Any] = {"metadata": {"spec": Spec(help=help, **spec)}}
-    if isinstance(default, (list, dict, set)):
-        kwargs["default_factory"] = lambda: type(default)(default)
-    elif default is not MISSING:
-        kwargs["default"] = default
-    return field(**kwargs)
+    return field(default=default, metadata={"spec": Spec(help=help, **spec)})
 
 
 def differs(default: Any, why: str) -> Any:
@@ -66,12 +61,6 @@ def spec_of(cls: type, name: str) -> Spec:
             spec = f.metadata["spec"]
             return Spec(**{**spec.__dict__, "why": why}) if why else spec
     raise KeyError(f"{cls.__name__}.{name} is not declared with option()")
-
-
-def default_of(f: Field) -> Any:
-    if f.default is not MISSING:
-        return f.default
-    return f.default_factory() if f.default_factory is not MISSING else MISSING
 
 
 def _check_number(flag: str, value: Any, spec: Spec) -> None:
@@ -118,16 +107,12 @@ class Options:
     def changed(self) -> dict[str, Any]:
         """The options that differ from their defaults."""
         return {f.name: getattr(self, f.name) for f in fields(self)  # type: ignore[arg-type]
-                if getattr(self, f.name) != default_of(f)}
+                if getattr(self, f.name) != f.default}
 
     def identity(self) -> dict[str, Any]:
-        """The options that enter an id: always (in_id=True), or only when not at their default."""
-        out = {}
-        for f in fields(self):  # type: ignore[arg-type]
-            rule, value = spec_of(type(self), f.name).in_id, getattr(self, f.name)
-            if rule is True or (rule == "non-default" and value != default_of(f)):
-                out[f.name] = value
-        return out
+        """The options that enter an id (in_id=True)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)  # type: ignore[arg-type]
+                if spec_of(type(self), f.name).in_id}
 
 
 def check_directory(path: Path, what: str) -> None:

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import typer
 
-from si_bench.options import default_of, spec_of
+from si_bench.options import Spec, spec_of
 
 
 def _annotation(hint: Any) -> Any:
@@ -22,9 +22,8 @@ def _annotation(hint: Any) -> Any:
     return hint
 
 
-def _parameter(cls: type, f) -> inspect.Parameter:
-    spec = spec_of(cls, f.name)
-    default = default_of(f)
+def _parameter(f, spec: Spec, hint: Any) -> inspect.Parameter:
+    default = f.default
     required = default is MISSING
     help_text = spec.help + (f" This command's own default, because {spec.why}." if spec.why else "")
     if spec.argument:
@@ -32,7 +31,7 @@ def _parameter(cls: type, f) -> inspect.Parameter:
     else:
         info = typer.Option(... if required else default, *spec.names(f.name), help=help_text)
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info,
-                             annotation=_annotation(typing.get_type_hints(cls)[f.name]))
+                             annotation=_annotation(hint))
 
 
 def options_command(*classes: type) -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -43,14 +42,16 @@ def options_command(*classes: type) -> Callable[[Callable[..., None]], Callable[
         owners: dict[str, type] = {}
         params = []
         for cls in classes:
+            hints = typing.get_type_hints(cls)
             for f in fields(cls):
-                if spec_of(cls, f.name).hidden:
+                spec = spec_of(cls, f.name)
+                if spec.hidden:
                     continue
                 if f.name in owners:
                     raise TypeError(f"option {f.name!r} is declared by both {owners[f.name].__name__} and "
                                     f"{cls.__name__}")
                 owners[f.name] = cls
-                params.append(_parameter(cls, f))
+                params.append(_parameter(f, spec, hints[f.name]))
         params.sort(key=lambda p: not isinstance(p.default, typer.models.ArgumentInfo))
 
         def command(**values: Any) -> None:
