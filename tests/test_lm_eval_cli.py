@@ -4,11 +4,13 @@ command line with si-bench's model classes, whose `--model si-hf` adds the solve
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 from pathlib import Path
 
-from conftest import ROOT, run_cli
+from conftest import ROOT
+from typer.testing import CliRunner
 
 from si_bench.datasets import get_dataset
 from si_bench.evaluation import EvalConfig, fewshot_pool, select_prompts
@@ -46,10 +48,30 @@ def test_stock_lm_eval_runs_a_solver_task_on_the_shipped_data(tiny_model, tmp_pa
     assert all(len(s["resps"][0]) == 4 for s in samples)
 
 
-def test_si_bench_lm_eval_adds_solver_uncertainty(tiny_model, tmp_path):
-    result = run_cli("lm-eval", "--model", "si-hf", "--model_args", f"pretrained={tiny_model.path}", *ARGS,
-                     "--output_path", str(tmp_path), check=True)
-    assert "No aggregation function" not in result.stderr
+class Collect(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_si_bench_lm_eval_adds_solver_uncertainty(tiny_model, tmp_path, monkeypatch):
+    from si_bench.cli import app
+
+    # On the logger itself: lm-eval stops its records propagating to the root (and so to caplog).
+    aggregation = logging.getLogger("lm_eval.evaluator_utils")
+    collect = Collect()
+    aggregation.addHandler(collect)
+    monkeypatch.chdir(ROOT)
+    try:
+        result = CliRunner().invoke(app, ["lm-eval", "--model", "si-hf", "--model_args",
+                                          f"pretrained={tiny_model.path}", *ARGS, "--output_path", str(tmp_path)])
+    finally:
+        aggregation.removeHandler(collect)
+    assert result.exit_code == 0, result.output
+    assert not any("No aggregation function" in m for m in collect.messages), collect.messages
     results, samples = outputs(tmp_path)
     metrics = results["results"][TASK]
     assert 0.0 <= metrics["acc,all"] <= 1.0
