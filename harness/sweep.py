@@ -7,8 +7,10 @@ A sweep directory holds, per job:
                                 threads, the store it was merged into
     jobs/<job id>/shard.duckdb  the job's own store
     jobs/<job id>/runs/         its checkpoints
+    .driver.lock                held by the driver while it runs (released when its process ends, killed or not)
 A job's id is its run id, so running a sweep again skips the jobs done and merged, continues interrupted ones
-from their shards and retries failed ones. Only the driver writes job.json.
+from their shards and retries failed ones. Only the driver writes job.json, and one driver at a time runs a
+sweep directory: a second is refused while the first holds the lock.
 
 Shards and checkpoints reach the driver through a shared filesystem: every Ray node must see the sweep directory
 at the same path (one machine, NFS or a cluster filesystem). A worker that cannot see its job directory fails the
@@ -17,6 +19,7 @@ job saying so; nothing is shipped between machines.
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import itertools
 import json
@@ -24,6 +27,7 @@ import os
 import socket
 import time
 import typing
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -38,6 +42,7 @@ EXECUTORS = ("local", "ray")
 AXES = {"models": "model", "datasets": "dataset", "verifiers": "verifier", "seeds": "seed"}
 SHARD = "shard.duckdb"
 RECORD = "job.json"
+DRIVER_LOCK = ".driver.lock"
 
 
 @dataclass
@@ -303,6 +308,10 @@ class Sweep:
         scratch.replace(folder / RECORD)
 
     def run(self) -> list[JobOutcome]:
+        with driver_lock(self.root):
+            return self._run()
+
+    def _run(self) -> list[JobOutcome]:
         outcomes = {job.job_id: JobOutcome(job, "skipped") for job in self.jobs if self.finished(job)}
         todo = [job for job in self.jobs if job.job_id not in outcomes]
         self.counts.update(done=len(outcomes), waiting=len(todo))
@@ -348,6 +357,26 @@ class Sweep:
     def _description(self) -> str:
         c = self.counts
         return f"sweep: {c['done']} done · {c['running']} running · {c['failed']} failed · {c['waiting']} waiting"
+
+
+@contextmanager
+def driver_lock(root: Path) -> Iterator[None]:
+    """Hold the sweep directory for this driver; another driver on it is one clear error, before any work. An
+    flock, so it dies with the process that holds it (nothing to clean after a kill)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / DRIVER_LOCK, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise SIBenchError(f"the sweep directory {root} is being run by another sweep ({holder}); wait for it "
+                               "to finish or give another --sweep-dir") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        yield
 
 
 def sweep(cfg: SweepConfig, db: str = store.DEFAULT_DB, progress: Any = None,

@@ -17,7 +17,7 @@ from si_bench.api import sweep
 from si_bench.errors import SIBenchError
 from si_bench.merge import NOT_RESULTS, merge
 from si_bench.reports.terminal import sweep_table
-from si_bench.sweep import SweepConfig, read_spec
+from si_bench.sweep import SweepConfig, driver_lock, read_spec
 
 SPEC = """\
 models: [tiny-test]
@@ -190,3 +190,14 @@ def test_grid_order_and_ids_are_stable(tmp_path):
     assert [(j.config.verifier, j.config.seed) for j in jobs] == [("tf", 0), ("tf", 1), ("qe", 0), ("qe", 1)]
     assert [j.job_id for j in jobs] == [j.job_id for j in read_spec(spec)]
     assert len({j.job_id for j in jobs}) == 4
+
+
+def test_a_second_driver_on_one_sweep_directory_is_refused(tmp_path):
+    cfg = SweepConfig(spec=write_spec(tmp_path), sweep_dir=str(tmp_path / "sweep"))
+    db = str(tmp_path / "main.duckdb")
+    with driver_lock(tmp_path / "sweep"):  # the first driver, still running
+        with pytest.raises(SIBenchError, match=r"being run by another sweep \(pid \d+ on "):
+            sweep(cfg, db=db, log=quiet)
+    assert not list((tmp_path / "sweep").rglob("job.json")) and not Path(db).exists()
+    with driver_lock(tmp_path / "sweep"):  # released when the first driver ends
+        pass
