@@ -68,6 +68,10 @@ def scripted_cfg(scripted_model):
                       n_boot=50, chunk_prompts=2)
 
 
+def quiet(_msg: str) -> None:
+    """A log sink for API calls whose progress lines a test does not read."""
+
+
 def run_cli(*args: str, env: dict | None = None, check: bool = False) -> subprocess.CompletedProcess:
     """The real command line, in a fresh process."""
     full_env = {**os.environ, **(env or {})}

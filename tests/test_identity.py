@@ -8,7 +8,7 @@ import shutil
 
 import duckdb
 import pytest
-from conftest import run_cli, table_rows
+from conftest import quiet, run_cli, table_rows
 from synth_store import make_run
 
 from si_bench import api, store
@@ -18,10 +18,6 @@ from si_bench.trainers.config import SelfImproveConfig
 
 TINY = dict(model="tiny-test", dataset="arith", mode="regenerate", samples=2, train_prompts=2, test_limit=2,
             max_new_tokens=16, n_boot=20, train_batch_size=2, chunk_prompts=2, batch_size=8)
-
-
-def quiet(_msg: str) -> None:
-    pass
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import quiet, run_cli
 from rich.console import Console
 
 from si_bench import faults, store
@@ -35,10 +35,6 @@ run:
   train_batch_size: 2
   learning_rate: 5e-4
 """
-
-
-def quiet(_msg: str) -> None:
-    pass
 
 
 class Progress:

@@ -10,7 +10,7 @@ import shutil
 from dataclasses import replace
 
 import pytest
-from conftest import run_cli, table_rows
+from conftest import quiet, run_cli, table_rows
 
 from si_bench import faults, store
 from si_bench.api import run, train_round
@@ -40,10 +40,6 @@ def snapshot(db: str) -> dict:
         db, "SELECT step, t, weights_hash, data_hash FROM checkpoints WHERE run_id IS NOT NULL ORDER BY step"
     ).values.tolist()
     return out
-
-
-def quiet(_msg: str) -> None:
-    pass
 
 
 @pytest.fixture(scope="module")
