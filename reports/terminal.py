@@ -177,12 +177,19 @@ def simulation_report(out: dict, gamma: float) -> str:
     echo(tabulate([(name, f"{v:.6g}") for name, v in lim.items()], headers=["quantity", "value"]))
     if cmp:
         echo(f"\nsame external budget, gamma = {gamma:g}:")
-        rows = [(name if name != "late" else f"late (round {cmp['late_round']})", f"{cmp['final_solver'][name]:.5f}",
-                 f"{cmp['converged_solver'][name]:.5f}", f"{cmp['closed_form_limit'][name]:.5f}")
-                for name in ("early", "uniform", "late")]
-        rows.append(("none", f"{cmp['no_external_data']['final_solver']:.5f}",
-                     f"{cmp['no_external_data']['converged_solver']:.5f}", ""))
-        echo(tabulate(rows, headers=["allocation", "final U_s", "converged U_s (simulated)", "limit (closed form)"]))
-        echo(f"max difference between allocations: final {cmp['max_difference_final']:.5f}, "
-                   f"converged {cmp['max_difference_converged']:.5f}")
+        label = {"late": f"late (round {cmp['late_round']})", "yours": "yours (--shares)"}
+        rows = [(label.get(name, name), f"{cmp['final_solver'][name]:.5f}", f"{cmp['converged_solver'][name]:.5f}",
+                 f"{cmp['closed_form_limit'][name]:.5f}") for name in cmp["final_solver"]]
+        if "no_external_data" in cmp:
+            rows.append(("none", f"{cmp['no_external_data']['final_solver']:.5f}",
+                         f"{cmp['no_external_data']['converged_solver']:.5f}", ""))
+        echo(tabulate(rows, headers=["allocation", "final U_s (simulated)", "limit from final state (closed form)",
+                                     "limit from injections (closed form)"]))
+        for name, why in cmp.get("left_out", {}).items():
+            echo(f"left out of the comparison: {label.get(name, name)}: {why}")
+        if cmp["max_difference_final"] is None:
+            echo("fewer than two allocations valid: no difference between allocations")
+        else:
+            echo(f"max difference between the valid allocations: final {cmp['max_difference_final']:.5f}, "
+                 f"converged {cmp['max_difference_converged']:.5f}")
     return "\n".join(lines)

@@ -142,6 +142,32 @@ def test_timing_effect_is_first_order_in_gamma():
 
 def test_parameters_that_drive_an_uncertainty_below_zero_are_an_error():
     with pytest.raises(SIBenchError, match="below 0"):
-        compare_allocations(**PAPER, rounds=10, gamma=2.0)
-    with pytest.raises(SIBenchError, match="below 0"):
         simulate(**PAPER, rounds=10, shares=[1.0] + [0.0] * 9, gamma=2.0)
+    # without shares too: the closed form is checked at every t
+    with pytest.raises(SIBenchError, match="drive U_s below 0 at t = 4"):
+        simulate(**{**PAPER, "b": -0.5}, rounds=10)
+    simulate(**{**PAPER, "b": -0.5}, rounds=3)  # still >= 0 up to t = 3
+
+
+def test_invalid_allocations_are_left_out_and_named():
+    """gamma = 2: spending the budget early drives U_v below 0; the comparison keeps the valid allocations
+    (the user's own among them) and says which one it left out and why."""
+    late = [0.0] * 7 + [1.0, 0.0, 0.0]
+    out = compare_allocations(**PAPER, rounds=10, gamma=2.0, shares=late)
+    assert set(out["left_out"]) == {"early"} and "below 0" in out["left_out"]["early"]
+    assert set(out["final_solver"]) == {"uniform", "late", "yours"}
+    assert out["converged_solver"]["yours"] == pytest.approx(out["converged_solver"]["late"])
+    vals = [out["final_solver"][k] for k in ("uniform", "late", "yours")]
+    assert out["max_difference_final"] == pytest.approx(max(vals) - min(vals))
+
+
+def test_cli_simulate_reports_your_limit_and_what_it_left_out():
+    app = _app()
+    args = ["simulate", "--alpha", "0.9", "--beta", "0.3", "--k", "0.8", "--b", "0.1", "--us0", "1.2", "--uv0", "0.8",
+            "--rounds", "10", "--gamma", "2", "--shares", "0,0,0,0,0,0,0,1,0,0"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "yours (--shares)" in r.stdout and "left out of the comparison: early" in r.stdout
+    assert "(closed form)" in r.stdout and "(simulated)" in r.stdout
+    r = CliRunner().invoke(app, args[:7] + ["--b", "-0.5"] + args[9:15])
+    assert isinstance(r.exception, SIBenchError) and "below 0" in str(r.exception)

@@ -82,6 +82,8 @@ def simulate(alpha: float, beta: float, k: float, b: float, us0: float, uv0: flo
         e = np.exp(-lim["rate"] * t)
         s = lim["solver_limit"] + alpha / (alpha - beta) * lim["delta"] * e
         v = lim["verifier_limit"] + beta / (alpha - beta) * lim["delta"] * e
+        for ti, us, uv in zip(t, s, v, strict=True):
+            _check_nonnegative(ti, us, uv)
         return pd.DataFrame({"t": t, "solver_uncertainty": s, "verifier_uncertainty": v, "gap": s - v})
     eta = _shares(shares, rounds)
     s, v = np.empty(rounds + 1), np.empty(rounds + 1)
@@ -94,12 +96,16 @@ def simulate(alpha: float, beta: float, k: float, b: float, us0: float, uv0: flo
                          "external_share": np.concatenate([[0.0], eta])})
 
 
+class NegativeUncertainty(SIBenchError):
+    """A simulated uncertainty went below 0."""
+
+
 def _check_nonnegative(t: float, us: float, uv: float) -> None:
     """Uncertainties are negative log-likelihoods: a model that drives one below 0 is not this one."""
     if us < 0 or uv < 0:
         which = "U_s" if us < 0 else "U_v"
-        raise SIBenchError(f"these parameters drive {which} below 0 at t = {t:g} ({min(us, uv):.4g}): an uncertainty "
-                           "is an NLL (>= 0); lower gamma or the external share, or raise b")
+        raise NegativeUncertainty(f"these parameters drive {which} below 0 at t = {t:g} ({min(us, uv):.4g}): an "
+                                  "uncertainty is an NLL (>= 0); lower gamma or the external share, or raise b")
 
 
 ALLOCATIONS = ("early", "uniform", "late")
@@ -146,11 +152,13 @@ def converged_limit(alpha: float, beta: float, k: float, b: float, us0: float, u
 
 
 def compare_allocations(alpha: float, beta: float, k: float, b: float, us0: float, uv0: float, rounds: int,
-                        gamma: float, dt: float = 1.0) -> dict:
-    """Solver uncertainty for the same external-data budget spent early (all in round 1), uniformly, or late
-    (all in round ceil(0.8 K)). `final_solver`: after the last round; `converged_solver`: the limit reached if
-    self-improvement continues without external data; `closed_form_limit`: the same limit from
-    `converged_limit`.
+                        gamma: float, dt: float = 1.0, shares=None) -> dict:
+    """Solver uncertainty for the same external-data budget spent early (all in round 1), uniformly, late
+    (all in round ceil(0.8 K)) and, when given, as `shares` ("yours"). `final_solver`: after the last round;
+    `converged_solver`: the limit reached if self-improvement continues without external data, in closed form
+    from the state after the last round; `closed_form_limit`: the same limit in closed form from the
+    injections (`converged_limit`). An allocation whose trajectory goes below 0 is not this model: it is left
+    out of the comparison and named, with why, in `left_out`.
 
     When timing barely matters (the paper's Proposition 5.1): an injection lowers U_v by U_v gamma eta / (1 +
     gamma eta), so the limit depends on the budget through sum_t U_v(t-1) gamma eta_t / (1 + gamma eta_t). It
@@ -158,22 +166,36 @@ def compare_allocations(alpha: float, beta: float, k: float, b: float, us0: floa
     U_v is roughly constant over the rounds that receive data. Early injections meet a larger U_v than late
     ones, so in this model the timing effect is first order in gamma."""
     out: dict = {"final_solver": {}, "converged_solver": {}, "closed_form_limit": {},
-                 "late_round": late_round(int(rounds))}
-    for name, eta in allocations(int(rounds)).items():
-        df = simulate(alpha, beta, k, b, us0, uv0, rounds, shares=eta, gamma=gamma, dt=dt)
+                 "late_round": late_round(int(rounds)), "left_out": {}}
+    plans = allocations(int(rounds))
+    if shares is not None:
+        plans["yours"] = _shares(shares, int(rounds))
+    for name, eta in plans.items():
+        try:
+            df = simulate(alpha, beta, k, b, us0, uv0, rounds, shares=eta, gamma=gamma, dt=dt)
+        except NegativeUncertainty as e:
+            out["left_out"][name] = str(e)
+            continue
         us, uv = float(df["solver_uncertainty"].iloc[-1]), float(df["verifier_uncertainty"].iloc[-1])
         out["final_solver"][name] = us
         out["converged_solver"][name] = predicted_limits(alpha, beta, k, b, us, uv)["solver_limit"]
         out["closed_form_limit"][name] = converged_limit(alpha, beta, k, b, us0, uv0, df, gamma)
-    base = simulate(alpha, beta, k, b, us0, uv0, rounds, dt=dt)
-    out["no_external_data"] = {"final_solver": float(base["solver_uncertainty"].iloc[-1]),
-                               "converged_solver": predicted_limits(alpha, beta, k, b, us0, uv0)["solver_limit"]}
+    try:
+        base = simulate(alpha, beta, k, b, us0, uv0, rounds, dt=dt)
+        out["no_external_data"] = {"final_solver": float(base["solver_uncertainty"].iloc[-1]),
+                                   "converged_solver": predicted_limits(alpha, beta, k, b, us0, uv0)["solver_limit"]}
+    except NegativeUncertainty as e:
+        out["left_out"]["none"] = str(e)
     for key in ("final_solver", "converged_solver"):
+        short = key.split("_")[0]
         vals = np.array(list(out[key].values()))
+        if len(vals) < 2:
+            out[f"max_difference_{short}"] = out[f"difference_over_gain_{short}"] = None
+            continue
         diff = float(vals.max() - vals.min())
-        gain = out["no_external_data"][key] - float(vals.mean())
-        out[f"max_difference_{key.split('_')[0]}"] = diff
-        out[f"difference_over_gain_{key.split('_')[0]}"] = diff / gain if gain != 0 else None
+        out[f"max_difference_{short}"] = diff
+        gain = out["no_external_data"][key] - float(vals.mean()) if "no_external_data" in out else 0.0
+        out[f"difference_over_gain_{short}"] = diff / gain if gain != 0 else None
     return out
 
 
@@ -217,7 +239,7 @@ def simulation(cfg: SimulateConfig) -> dict:
         out = {"trajectory": simulate(*args, cfg.rounds, shares=eta, gamma=cfg.gamma, dt=cfg.dt),
                "predicted_limits": predicted_limits(*args)}
         if eta is not None:
-            out["allocations"] = compare_allocations(*args, cfg.rounds, cfg.gamma, dt=cfg.dt)
+            out["allocations"] = compare_allocations(*args, cfg.rounds, cfg.gamma, dt=cfg.dt, shares=eta)
     numbers = out["trajectory"].to_numpy(dtype=float)
     if not np.isfinite(numbers).all() or not all(np.isfinite(v) for v in out["predicted_limits"].values()
                                                  if v != float("inf")):
