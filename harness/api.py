@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from si_bench import evaluation, store, trajectories
+from si_bench import evaluation, locks, store, trajectories
 from si_bench.evaluation import EvalConfig, EvalResult
 from si_bench.fit import FitOptions, SimulateConfig, fit_frame, fit_groups, read_table, simulation, time_column
 from si_bench.merge import merge
@@ -39,14 +39,18 @@ def evaluate(cfg: EvalConfig | None = None, *, db: str = store.DEFAULT_DB, progr
 def run(cfg: SelfImproveConfig, *, seeds: list[int] | None = None, db: str = store.DEFAULT_DB,
         workdir: str | None = None, progress: Any = None, log: Log = print) -> list[str]:
     """Start or continue self-improvement runs (one per seed); return their run ids."""
+    from contextlib import ExitStack
     from dataclasses import replace
 
     store.check_writable(db)
     store.check_intact(db)
     jobs = [SelfImproveRun(replace(cfg, seed=seed), db, workdir=workdir, progress=progress, log=log)
             for seed in seeds or [cfg.seed]]  # every seed's input checked before any work
-    for job in jobs:
-        job.run()
+    with ExitStack() as held:  # and every seed's run free of another writer
+        for job in jobs:
+            held.enter_context(locks.run_lock(db, job.run_id))
+        for job in jobs:
+            job.run()
     return [job.run_id for job in jobs]
 
 
@@ -141,9 +145,14 @@ def import_store(source_db: str | Path, target_db: str | Path = store.DEFAULT_DB
                  on_conflict: str = "refuse") -> dict:
     """Merge another si-bench store into target_db in one transaction; {table: {"added", "updated"}}.
     A row that differs in both stores refuses the import unless on_conflict is "theirs" or "ours"."""
+    from contextlib import ExitStack
+
     store.check_intact(source_db)
     store.check_intact(target_db)
-    return merge(source_db, target_db, on_conflict)
+    with ExitStack() as held:  # the runs it brings steps of are not being advanced here meanwhile
+        for run_id in store.run_ids(source_db):
+            held.enter_context(locks.run_lock(target_db, run_id))
+        return merge(source_db, target_db, on_conflict)
 
 
 def simulate(cfg: SimulateConfig) -> dict:

@@ -1,7 +1,9 @@
-"""Deterministic fault injection for resume tests: SI_BENCH_FAIL_AT="point:n[:kill|:enospc]".
+"""Deterministic fault injection for resume tests: SI_BENCH_FAIL_AT="point:n[:kill|:enospc|:stop]".
 
 At the n-th time `point(name)` is reached, raise `InjectedFault`; with `:kill`, SIGKILL this process (a
-real crash); with `:enospc`, raise the OSError a full disk raises. Costs one dictionary lookup when unset.
+real crash); with `:enospc`, raise the OSError a full disk raises; with `:stop`, SIGSTOP this process (alive and
+holding what it holds, mid-work, until a SIGCONT: a concurrent second process meets it there).
+Costs one dictionary lookup when unset.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ def point(name: str) -> None:
     if _reached[name] == int(count or 1):
         if mode == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
+        if mode == "stop":
+            os.kill(os.getpid(), signal.SIGSTOP)
+            return
         if mode == "enospc":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
         raise InjectedFault(f"injected fault at {name} #{_reached[name]}")

@@ -318,6 +318,17 @@ def check_intact(path: str | Path) -> None:
                                "restore it from a copy, or give another --db") from None
 
 
+def run_ids(path: str | Path) -> list[str]:
+    """The runs a store holds, read without changing it (none in a missing file or a DuckDB file that is not an
+    si-bench store)."""
+    if not Path(path).exists():
+        return []
+    with read(path, upgrade=False) as con:
+        has_runs = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'runs' AND "
+                               "database_name = current_database()").fetchone()[0]
+        return [row[0] for row in con.execute("SELECT run_id FROM runs").fetchall()] if has_runs else []
+
+
 def runs_frame(path: str | Path):
     """Runs with model, dataset, mode, progress and status (a DataFrame)."""
     return query(path, """

@@ -6,16 +6,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
-from conftest import quiet, run_cli, table_rows
+from conftest import ROOT, quiet, run_cli, table_rows
 
-from si_bench import faults, store
-from si_bench.api import run, train_round
+from si_bench import faults, locks, store
+from si_bench.api import import_store, run, train_round
+from si_bench.errors import SIBenchError
 from si_bench.trainers.config import SelfImproveConfig
 from si_bench.trainers.external import choose_prompts, per_round_counts
+from si_bench.trainers.rounds import SelfImproveRun
 
 TINY = dict(model="tiny-test", dataset="arith", mode="regenerate", rounds=2, samples=2, train_prompts=6, test_limit=4,
             max_new_tokens=6, n_boot=20, train_batch_size=3, chunk_prompts=2, batch_size=8)
@@ -223,3 +231,60 @@ def test_vanished_checkpoint_is_a_clear_error(scripted_reference, tmp_path):
         assert snapshot(db) == before
     finally:
         shutil.move(moved, path)
+
+
+def wait_until_stopped(process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{process.pid}/stat").read_text().split(")")[-1].split()[0] != "T":
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.1)
+
+
+FIRST_WRITER = """
+import sys
+from scripted import scripted_sft
+from si_bench.api import run
+from si_bench.trainers.config import SelfImproveConfig
+with scripted_sft():
+    run(SelfImproveConfig.from_json(sys.argv[1]), db=sys.argv[2], workdir=sys.argv[3], log=print)
+"""
+
+
+def test_one_writer_per_run(scripted_reference, scripted, tmp_path):
+    """A second run of a live run, and an import bringing its steps, are refused naming the live one (a real
+    process, stopped mid-step), which then ends with exactly the steps its settings ask for."""
+    src_db, run_id, expected = scripted_reference
+    db, workdir = str(tmp_path / "si.duckdb"), str(tmp_path / "runs")
+    first = subprocess.Popen([sys.executable, "-c", FIRST_WRITER, scripted.to_json(), db, workdir], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env={**os.environ, "PYTHONPATH": str(ROOT / "tests"),
+                                  "SI_BENCH_FAIL_AT": "train_step:1:stop"})
+    try:
+        wait_until_stopped(first)  # mid-step 1, holding the run
+        assert f"pid {first.pid} " in locks.run_holder(db, run_id)
+        before = snapshot(db)
+        busy = rf"run {run_id} in .* is being advanced by another process \(pid {first.pid} "
+        with pytest.raises(SIBenchError, match=busy):
+            run(scripted, db=db, workdir=workdir, log=quiet)
+        with pytest.raises(SIBenchError, match=busy):
+            import_store(src_db, db)
+        with pytest.raises(SIBenchError, match=busy):
+            train_round(run_id, db=db, workdir=workdir, log=quiet)
+        assert snapshot(db) == before
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert snapshot(db) == expected
+    assert store.query(db, "SELECT steps_done FROM runs").steps_done.tolist() == [2]
+    assert locks.run_holder(db, run_id) is None  # an flock: gone with its process
+
+
+def test_a_run_never_steps_past_its_settings(scripted_reference, scripted_training, tmp_path):
+    src_db, run_id, expected = scripted_reference
+    db = str(tmp_path / "copy.duckdb")
+    shutil.copy(src_db, db)
+    finished = SelfImproveRun.load(run_id, db, log=quiet)
+    with pytest.raises(SIBenchError, match="has all 2 steps its settings ask for"):
+        finished.train_step()  # what a second writer that missed the first's last step would do
+    assert snapshot(db) == expected

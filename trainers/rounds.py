@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from si_bench import backends, faults, store
+from si_bench import backends, faults, locks, store
 from si_bench.datasets import Prompt, get_dataset, sample_prompts
 from si_bench.errors import SIBenchError
 from si_bench.evaluation import EvalResult, Evaluation, RunLink, fewshot_pool
@@ -262,6 +262,8 @@ class SelfImproveRun:
     def train_step(self) -> int:
         """Do the next step (a round, or a half epoch in fixed mode); return its number."""
         step = self.steps_done() + 1
+        if step > self.steps_total():  # only a second writer could get here; the run lock keeps it out
+            raise SIBenchError(f"run {self.run_id} has all {self.steps_total()} steps its settings ask for")
         parent = self.checkpoint(step - 1)
         if self.cfg.mode == "regenerate":
             picks = self._evaluate(parent, "train", prompts=self.train_prompts)
@@ -294,7 +296,12 @@ class SelfImproveRun:
                     shutil.rmtree(old, ignore_errors=True)
 
     def run(self) -> None:
-        """Round-0 measurement plus every remaining step; a rerun continues where it stopped."""
+        """Round-0 measurement plus every remaining step; a rerun continues where it stopped. One process at a time
+        (another is refused, naming this one)."""
+        with locks.run_lock(self.db, self.run_id):
+            self._run()
+
+    def _run(self) -> None:
         self.register()
         while True:
             done = self.steps_done()
@@ -307,6 +314,10 @@ class SelfImproveRun:
 
     def next_step(self) -> int:
         """`train-round`: the next step of this run (a finished run gets one more round first)."""
+        with locks.run_lock(self.db, self.run_id):
+            return self._next_step()
+
+    def _next_step(self) -> int:
         self.checkpoint(self.steps_done())  # fails before writing anything if its directory vanished
         if self.steps_done() >= self.steps_total():
             self.extend()
