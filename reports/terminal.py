@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 from rich.console import Console
 from rich.markup import escape
@@ -104,6 +104,11 @@ def sweep_table(outcomes) -> Table:
 # --------------------------------------------------------------------------- fits
 
 
+def _number(value: Any, spec: str) -> str:
+    """A figure of a fit's JSON: a number in `spec`, '-' where the fit left it undefined (None, or a reason)."""
+    return format(value, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
 def fit_report(j: dict, title: str = "") -> str:
     """A fit result (its JSON form) as text: the coupled law, R², linearisation, laws and backtest, notes."""
     lines = []
@@ -120,22 +125,22 @@ def fit_report(j: dict, title: str = "") -> str:
     echo("coupled law: " + (f"conditional ({adequacy.get('why')})" if adequacy.get("conditional")
                             else "supported by the backtest and the linearisation"))
     r2 = j["r2"]
-    echo("R^2: " + ", ".join(f"{k} {'-' if v is None else f'{v:.4f}'}" for k, v in r2.items()))
+    echo("R^2: " + ", ".join(f"{k} {_number(v, '.4f')}" for k, v in r2.items() if k != "reason"))
     lin = j.get("linearisation", {})
     if "rate" in lin:
         echo(f"linearisation dG on G: rate {interval_text(lin['rate'], 4)}; "
              f"gap limit {interval_text(lin.get('gap_limit'), 4)}; "
-                   f"R^2 {lin.get('r2', float('nan')):.3f}")
+             f"R^2 {_number(lin.get('r2'), '.3f')}")
     alt = j.get("alternatives", {})
     bt = j.get("backtest", {})
     laws = ["coupled", "separate_exp", "power_law", "persistence"]
     rows = []
     for law in laws:
         r2s = alt.get(law, {}).get("r2") if law != "coupled" else j["r2"]
-        r2txt = ", ".join(f"{k} {v:.3f}" for k, v in (r2s or {}).items() if k != "gap" and v is not None)
+        r2txt = ", ".join(f"{k} {_number(v, '.3f')}" for k, v in (r2s or {}).items() if k not in ("gap", "reason"))
         rmse = (bt.get("rmse") or {}).get(law)
         skill = (bt.get("skill_vs_persistence") or {}).get(law)
-        rows.append((law, r2txt, "-" if rmse is None else f"{rmse:.4g}", "-" if skill is None else f"{skill:+.3f}"))
+        rows.append((law, r2txt, _number(rmse, ".4g"), _number(skill, "+.3f")))
     echo(tabulate(rows, headers=["law", "R^2", f"backtest RMSE (holdout {bt.get('holdout', 0)})",
                                        "skill vs persistence"]))
     if bt.get("reason"):

@@ -260,3 +260,48 @@ def test_main_prints_one_line_error(tmp_path, capsys, monkeypatch):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: trajectory file not found") and "Traceback" not in err
+
+
+def _edge_cases() -> dict[str, dict]:
+    """Valid trajectories at the edges of what a file can hold: each fits, or is one line saying why not."""
+    t = np.arange(8.0)
+    decay = np.exp(-t / 2)
+    s, v = 2 + 2 * decay, 1 + decay
+    return {
+        "constant": dict(solver_uncertainty=np.full(8, 2.0), verifier_uncertainty=np.full(8, 1.0)),
+        "constant_gap": dict(solver_uncertainty=s, verifier_uncertainty=s - 1),
+        "linear": dict(solver_uncertainty=3 - 0.2 * t, verifier_uncertainty=2 - 0.15 * t),
+        "single_jump": dict(solver_uncertainty=np.r_[3.0, np.full(7, 2.0)],
+                            verifier_uncertainty=np.r_[2.0, np.full(7, 1.5)]),
+        "jump_midway": dict(solver_uncertainty=np.where(t < 4, 3.0, 2.0), verifier_uncertainty=np.where(t < 4, 2, 1.5)),
+        "instant": dict(solver_uncertainty=2 + 2 * np.exp(-50 * t), verifier_uncertainty=1 + np.exp(-50 * t)),
+        "negative": dict(solver_uncertainty=-s, verifier_uncertainty=-(1.5 + 2.5 * decay)),
+        "zero_limit": dict(solver_uncertainty=2 * decay, verifier_uncertainty=decay),
+        "zeros": dict(solver_uncertainty=np.zeros(8), verifier_uncertainty=np.zeros(8)),
+        "equal": dict(solver_uncertainty=v, verifier_uncertainty=v),
+        "huge": dict(solver_uncertainty=1e300 * s, verifier_uncertainty=1e300 * v),
+        "large": dict(solver_uncertainty=1e90 * s, verifier_uncertainty=1e90 * v),
+        "small": dict(solver_uncertainty=1e-90 * s, verifier_uncertainty=1e-90 * v),
+        "tiny": dict(solver_uncertainty=1e-300 * s, verifier_uncertainty=1e-300 * v),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_edge_cases()))
+@pytest.mark.parametrize("as_json", [False, True])
+def test_edge_case_trajectories_fit_or_say_why_in_one_line(case, as_json, tmp_path, monkeypatch, capsys):
+    import sys
+
+    from si_bench.cli import main
+
+    path = tmp_path / f"{case}.csv"
+    pd.DataFrame({"t": np.arange(8.0), **_edge_cases()[case]}).to_csv(path, index=False)
+    monkeypatch.setattr(sys, "argv", ["si-bench", "fit", "--trajectory", str(path), "--n-boot", "20",
+                                      *(["--json"] if as_json else [])])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    out, err = capsys.readouterr()
+    if stop.value.code == 0:
+        assert err == ""
+        assert json.loads(out)["n_points"] == 8 if as_json else "coupled model" in out
+    else:
+        assert stop.value.code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err

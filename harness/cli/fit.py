@@ -29,6 +29,16 @@ def command(source: FitInput, where: StoreOptions, options: FitOptions, output: 
 
     With --group-by COLUMN (e.g. panel) one fit per group: {"groups": [{"group": ..., ...}, ...]}.
     """
+    import warnings
+
+    # A degenerate trajectory makes numpy and statsmodels warn mid-fit; the result says what is undefined and
+    # why, so the terminal gets that, not their warnings (recorded: statsmodels sets its own filters on import).
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("ignore")
+        _fit(source, where, options, output)
+
+
+def _fit(source: FitInput, where: StoreOptions, options: FitOptions, output: JsonOutput) -> None:
     import json
 
     import typer

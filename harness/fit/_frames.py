@@ -13,6 +13,8 @@ from si_bench.fit._trajectory import Trajectory
 TIME_COLUMNS = ("t", "step", "epoch")
 VALUE_COLUMNS = ("affine_uncertainty", "value", "uncertainty")
 MIN_POINTS = 4
+# Below this spread the squared differences the fit sums (of differences, for the linearisation) underflow.
+MIN_SPREAD = 1e-50
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -65,6 +67,9 @@ def _check_series(t: np.ndarray, s: np.ndarray, v: np.ndarray, label: str = "") 
     for name, y in (("solver", s), ("verifier", v)):
         if np.ptp(y) == 0:
             raise SIBenchError(f"the {name} series{where} is constant: the exponential fit is undefined")
+        if np.ptp(y) < MIN_SPREAD:
+            raise SIBenchError(f"the {name} series{where} varies by only {np.ptp(y):.3g}, below {MIN_SPREAD:g}: "
+                               "rescale it")
 
 
 def wide_to_trajectory(df: pd.DataFrame, unit: str = "total", label: str = "") -> Trajectory:
