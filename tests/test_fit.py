@@ -138,8 +138,8 @@ def test_reference_curves_r2_match_table_a_from_long_format():
         got = tuple(j["r2"][s] for s in ("solver", "verifier", "gap"))
         assert got == pytest.approx(TABLE_A[panel], abs=0.002), (panel, got)
         assert "r2_gap_input" in j  # the digitised gap series, compared separately
-        # the shared-rate law loses the backtest on the paper's own curves: its limits say so
-        assert j["adequacy"]["conditional"] and "backtest" in j["adequacy"]["why"]
+        # the shared-rate law is rejected on the paper's own curves: its limits say so
+        assert j["adequacy"]["conditional"] and "law test" in j["adequacy"]["why"]
         assert all(j[q]["conditional"] for q in ("rate", "solver_limit", "verifier_limit", "gap_limit"))
 
 

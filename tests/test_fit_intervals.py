@@ -123,7 +123,7 @@ def test_pooled_seed_replicates_widen_intervals_with_seed_noise():
         pooled_replicates([np.zeros((5, 3, 2)), np.zeros((6, 3, 2))])
 
 
-def test_adequacy_flag_follows_the_backtest():
+def test_adequacy_flag_follows_the_law_test():
     rng = np.random.default_rng(4)
     t = np.arange(20.0)
     e = np.exp(-0.4 * t)
@@ -133,7 +133,7 @@ def test_adequacy_flag_follows_the_backtest():
     power = (t + 1.0) ** -0.7
     other = fit_trajectory(t, 0.2 + 1.0 * power + rng.normal(0, 0.002, 20), 0.1 + 0.4 * power,
                            options=FitOptions(n_boot=20)).to_json()
-    assert other["adequacy"]["conditional"] and "backtest" in other["adequacy"]["why"]
+    assert other["adequacy"]["conditional"] and "law test" in other["adequacy"]["why"]
     assert other["solver_limit"]["conditional"]
 
 

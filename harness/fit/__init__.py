@@ -2,7 +2,7 @@
 
 Public API:
     fit_trajectory(t, solver, verifier, *, gap=None, solver_accuracy=None, verifier_accuracy=None,
-                   replicates=None, options=FitOptions()) -> FitResult
+                   replicates=None, se=None, options=FitOptions()) -> FitResult
     fit_series(trajectory: Trajectory, options=FitOptions()) -> FitResult (intervals from what it resamples)
     fit_groups(frame, group_by, *, options=FitOptions()) -> GroupFitResult
     fit_frame(frame, *, options=FitOptions()) -> FitResult

@@ -2,7 +2,8 @@
 
     U_s(t) = Us_inf + A_s exp(-lam t),   U_v(t) = Uv_inf + A_v exp(-lam t)
 
-fitted by unweighted joint least squares (variable projection over lam).
+fitted by joint least squares, weighted by 1 / se^2 when per-point standard errors are known (variable
+projection over lam).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from si_bench.fit._intervals import MIN_POINTS_SERIAL, jacobian, residual_intervals, serial_inflation, with_replicates
+from si_bench.fit._laws import any_law_intervals
 from si_bench.fit._profile import Interval, profile_intervals
 from si_bench.fit._vp import exp_basis, rate_bounds, vp_fit
 
@@ -25,12 +27,13 @@ METHOD_REPLICATES = "replicate-refit percentile (+) profile likelihood of the mi
 QUANTITIES = ("rate", "solver_limit", "verifier_limit", "gap_limit", "alpha_over_beta", "alpha_k", "beta_k")
 
 
-def fit_many(t: np.ndarray, Y: np.ndarray) -> dict[str, np.ndarray]:
-    """Fit every replicate of Y (B, T, 2) at once. Amplitudes are referenced to t = 0."""
+def fit_many(t: np.ndarray, Y: np.ndarray, weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Fit every replicate of Y (B, T, 2) at once (weights: 1 / se^2, (T, 2) or (B, T, 2)). Amplitudes are
+    referenced to t = 0."""
     t = np.asarray(t, dtype=float)
     t0 = float(t.min())
     lo, hi = rate_bounds(t)
-    r = vp_fit(t, Y, exp_basis(t0), lo, hi)
+    r = vp_fit(t, Y, exp_basis(t0), lo, hi, weights=weights)
     lam = r.theta
     scale = np.exp(lam * t0)  # A(t=0) = A(t0) * e^{lam t0}
     a_s = r.amplitude[:, 0] * scale
@@ -88,14 +91,22 @@ class CoupledFit:
     bounds: tuple[float, float]  # the rate's search range
     r2_gap_input: float | None = None  # against an input gap series, when one was given
     notes: list[str] = field(default_factory=list)
+    # the limits under the law's uncertainty (_laws): the hull over the candidate laws not rejected, each law's
+    # intervals, and the test ({"F", "rejected", "critical"}, B = 1)
+    any_law: dict[str, Interval] = field(default_factory=dict)
+    per_law: dict[str, dict[str, Interval]] = field(default_factory=dict)
+    law_test: dict = field(default_factory=dict)
+    weighted: bool = False
 
 
-def _delta_se(t: np.ndarray, p: dict[str, float]) -> dict[str, float]:
+def _delta_se(t: np.ndarray, p: dict[str, float], w: np.ndarray | None = None) -> dict[str, float]:
     """Asymptotic nonlinear-LS standard errors, s^2 (J'J)^-1 at the optimum, then the delta method for the
     derived quantities. Amplitudes are taken at t0 = min(t) (the quantities do not depend on the reference)."""
     shift = np.exp(-p["lam"] * float(t.min()))
     theta = np.array([p["us_inf"], p["a_s"] * shift, p["uv_inf"], p["a_v"] * shift, p["lam"]])
     J = jacobian(t, theta[4:], theta[None, [1, 3]])[0]
+    if w is not None:  # rows are (series, t); weights (t, series)
+        J = J * np.sqrt(w.T.reshape(-1))[:, None]
     s2 = p["rss"] / (len(J) - N_PARAMS)
     cov = s2 * np.linalg.pinv(J.T @ J)
     names = ["us_inf", "a_s", "uv_inf", "a_v", "lam"]
@@ -121,17 +132,17 @@ def _amplitudes(p: dict[str, np.ndarray], t: np.ndarray) -> np.ndarray:
     return np.column_stack([p["a_s"], p["a_v"]]) * np.exp(-p["lam"] * float(np.min(t)))[:, None]
 
 
-def intervals_many(t: np.ndarray, Y: np.ndarray, p: dict[str, np.ndarray]):
+def intervals_many(t: np.ndarray, Y: np.ndarray, p: dict[str, np.ndarray], weights: np.ndarray | None = None):
     """Residual-based intervals of the rate and limits for B trajectories Y (B, T, 2) fitted as p (fit_many)."""
     s, v = curves(p, t)
     resid = Y - np.stack([s, v], axis=-1)
     return residual_intervals(t, Y, p["lam"], _amplitudes(p, t), resid, rate_bounds(t), CONTRASTS,
-                              UNCERTAINTY_DOMAIN)
+                              UNCERTAINTY_DOMAIN, weights=weights)
 
 
-def _replicate_intervals(t, y, pt, point, boot: dict, misfit_scale: float) -> dict[str, Interval]:
+def _replicate_intervals(t, y, pt, point, boot: dict, misfit_scale: float, weights=None) -> dict[str, Interval]:
     misfit = profile_intervals(t, y[None], pt["lam"], rate_bounds(t), CONTRASTS, rss_scale=misfit_scale,
-                               domain=UNCERTAINTY_DOMAIN)
+                               domain=UNCERTAINTY_DOMAIN, weights=weights)
     diverge = {"solver_limit": -np.sign(point["a_s"]), "verifier_limit": -np.sign(point["a_v"]),
                "gap_limit": -np.sign(point["delta"])}
     return with_replicates(point, boot, misfit, rate_bounds(t), diverge, LIMIT_DOMAINS)
@@ -145,43 +156,50 @@ def _serial_json(rho: float, inflation: float) -> dict:
 
 
 def fit_coupled(t: np.ndarray, solver: np.ndarray, verifier: np.ndarray, *, gap_obs: np.ndarray | None = None,
-                replicates: np.ndarray | None = None, n_boot: int = 500, seed: int = 0) -> CoupledFit:
+                replicates: np.ndarray | None = None, n_boot: int = 500, seed: int = 0,
+                se: np.ndarray | None = None) -> CoupledFit:
+    """se (T, 2): per-point standard errors of (solver, verifier); the fit is then weighted by 1 / se^2."""
     t = np.asarray(t, dtype=float)
     y = np.column_stack([solver, verifier]).astype(float)
     T = len(t)
-    pt = fit_many(t, y[None])
+    w = None if se is None else 1.0 / np.asarray(se, dtype=float) ** 2
+    pt = fit_many(t, y[None], weights=w)
     point = {k: float(v[0]) for k, v in pt.items() if k != "at_bound"}
     point.update({k: float(v[0]) for k, v in derived(pt).items()})
     s_hat, v_hat = curves(pt, t)
     r2s = {"solver": r2(y[:, 0], s_hat[0]), "verifier": r2(y[:, 1], v_hat[0]),
            "gap": r2(y[:, 0] - y[:, 1], s_hat[0] - v_hat[0])}
     fitted = np.column_stack([s_hat[0], v_hat[0]])
+    unit = np.ones_like(y) if w is None else np.sqrt(w)  # residuals on the scale of 1 / se
     if replicates is not None:
         Yb = np.asarray(replicates, dtype=float)
         kind = "replicates"
     else:
         rng = np.random.default_rng(seed)
-        resid = (y - fitted) * np.sqrt(2 * T / (2 * T - N_PARAMS))
+        resid = (y - fitted) * unit * np.sqrt(2 * T / (2 * T - N_PARAMS))
         idx = rng.integers(0, T, size=(n_boot, T))
-        Yb = fitted[None] + resid[idx]  # rows resampled jointly: keeps solver/verifier residual pairing
+        Yb = fitted[None] + resid[idx] / unit  # rows resampled jointly: keeps solver/verifier residual pairing
         kind = "residual"
     boot: dict[str, np.ndarray] = {}
     if len(Yb):
-        bp = fit_many(t, Yb)
+        bp = fit_many(t, Yb, weights=w)
         boot = {k: v for k, v in bp.items() if k != "at_bound"}
         boot.update(derived(bp))
     if kind == "replicates" and boot:
-        rho, inflation = serial_inflation(t, (y - fitted)[None], pt["lam"], _amplitudes(pt, t))
-        rep_var = float(np.mean(np.var(Yb, axis=0)))
+        rho, inflation = serial_inflation(t, (y - fitted)[None], pt["lam"], _amplitudes(pt, t), w)
+        rep_var = float(np.mean(np.var(Yb, axis=0) * unit**2))
         res_var = point["rss"] / (2 * T - N_PARAMS)
         excess = max(res_var * inflation[0] - rep_var, 0.0) / res_var if res_var > 0 else 0.0
-        iv = _replicate_intervals(t, y, pt, point, boot, excess)
+        iv = _replicate_intervals(t, y, pt, point, boot, excess, w)
         method = METHOD_REPLICATES
     else:
-        iv, rho, inflation = intervals_many(t, y[None], pt)
+        iv, rho, inflation = intervals_many(t, y[None], pt, weights=w)
         method = METHOD_PROFILE
-    return CoupledFit(t=t, y=y, point=point, boot=boot, se=_delta_se(t, point), r2=r2s, bootstrap=kind,
+    hull, per_law, test = any_law_intervals(t, y[None], pt["rss"], iv, domain=UNCERTAINTY_DOMAIN,
+                                            inflation=inflation, weights=w)
+    return CoupledFit(t=t, y=y, point=point, boot=boot, se=_delta_se(t, point, w), r2=r2s, bootstrap=kind,
                       at_bound=bool(pt["at_bound"][0]), intervals=iv, interval_method=method,
                       serial=_serial_json(float(rho[0]), float(inflation[0])),
                       bounds=rate_bounds(t),
-                      r2_gap_input=None if gap_obs is None else r2(gap_obs, s_hat[0] - v_hat[0]))
+                      r2_gap_input=None if gap_obs is None else r2(gap_obs, s_hat[0] - v_hat[0]),
+                      any_law=hull, per_law=per_law, law_test=test, weighted=w is not None)

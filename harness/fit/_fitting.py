@@ -32,6 +32,20 @@ def _as_array(name: str, x, n: int | None = None) -> np.ndarray:
     return a
 
 
+def _standard_errors(se, n: int, quiet: bool = False) -> np.ndarray | None:
+    """(T, 2) standard errors, each > 0; from replicates (quiet) a zero or non-finite spread leaves the fit
+    unweighted instead of failing."""
+    a = np.asarray(se, dtype=float)
+    ok = a.shape == (n, 2) and bool(np.all(np.isfinite(a) & (a > 0)))
+    if quiet:
+        return a if ok else None
+    if a.shape != (n, 2):
+        raise SIBenchError(f"standard errors must have shape ({n}, 2), got {a.shape}")
+    if not ok:
+        raise SIBenchError("standard errors must be finite and > 0")
+    return a
+
+
 def _check_ranges(t: np.ndarray, series: dict[str, np.ndarray | None]) -> None:
     """Inputs the least-squares sums cannot represent are errors, not silent nonsense."""
     ts = np.sort(t)
@@ -54,14 +68,16 @@ def _check_ranges(t: np.ndarray, series: dict[str, np.ndarray | None]) -> None:
 
 
 def fit_trajectory(t, solver, verifier, *, gap=None, solver_accuracy=None, verifier_accuracy=None,
-                   replicates: np.ndarray | None = None, options: FitOptions | None = None) -> FitResult:
+                   replicates: np.ndarray | None = None, se=None, options: FitOptions | None = None) -> FitResult:
     """Fit the coupled model (plus linearisation check, alternative laws, backtest, accuracy saturation).
 
     t: float times (rounds or epochs); solver, verifier: uncertainties at t; gap: optional observed gap series
     (compared with the fitted gap as r2_gap_input; r2["gap"] is always against solver - verifier);
     replicates: optional (B, T, 2) resampled (solver, verifier) series aligned with t, e.g. a prompt bootstrap
     or pooled_replicates of seed runs: the rate and limit intervals then combine their spread with the misfit
-    they leave unexplained (else profile-likelihood intervals from the residuals)."""
+    they leave unexplained (else profile-likelihood intervals from the residuals); se: optional (T, 2)
+    standard errors of (solver, verifier) per point, which weight the fit by 1 / se^2 (by default the
+    replicates' spread per point when there are replicates)."""
     opts = options or FitOptions()
     t = _as_array("t", t)
     n = len(t)
@@ -87,8 +103,12 @@ def fit_trajectory(t, solver, verifier, *, gap=None, solver_accuracy=None, verif
             raise SIBenchError(f"replicates must have shape (B, {n}, 2), got {reps.shape}")
         reps = reps[:, order, :]
         reps = reps[np.all(np.isfinite(reps), axis=(1, 2))]
+    if se is not None:
+        se = _standard_errors(se, n)[order]
+    elif reps is not None and len(reps) > 1:
+        se = _standard_errors(np.std(reps, axis=0, ddof=1), n, quiet=True)
 
-    coupled = fit_coupled(t, s, v, gap_obs=g, replicates=reps, n_boot=opts.n_boot, seed=opts.seed)
+    coupled = fit_coupled(t, s, v, gap_obs=g, replicates=reps, n_boot=opts.n_boot, seed=opts.seed, se=se)
     y = np.column_stack([s, v])
     gap_series = g if g is not None else s - v
     notes = []
@@ -113,7 +133,7 @@ def fit_series(traj: Trajectory, options: FitOptions | None = None) -> FitResult
     opts = options or FitOptions()
     res = fit_trajectory(traj.t, traj.solver_uncertainty, traj.verifier_uncertainty, gap=traj.gap,
                          solver_accuracy=traj.solver_accuracy, verifier_accuracy=traj.verifier_accuracy,
-                         replicates=traj.replicates(opts.n_boot, opts.seed), options=opts)
+                         replicates=traj.replicates(opts.n_boot, opts.seed), se=traj.se, options=opts)
     res.notes.append(traj.resampling_note())
     return res
 

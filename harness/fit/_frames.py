@@ -86,7 +86,12 @@ def wide_to_trajectory(df: pd.DataFrame, unit: str = "total", label: str = "") -
     for c in ("solver_accuracy", "verifier_accuracy"):
         if c in df.columns:
             accs[c] = _numeric(df, c)
-    work = pd.DataFrame({"t": t, "s": s, "v": v, **accs})
+    ses = {f"{k}_se": _numeric(df, f"{c}_se") for k, c in (("s", scol), ("v", vcol)) if f"{c}_se" in df.columns}
+    if len(ses) == 1:
+        raise SIBenchError(f"standard errors need both {scol}_se and {vcol}_se (found only {next(iter(ses))})")
+    work = pd.DataFrame({"t": t, "s": s, "v": v, **accs, **ses})
+    if "run" in df.columns and ses:
+        raise SIBenchError("*_se columns with a 'run' column: give either runs or standard errors, not both")
     if "run" in df.columns:
         work["run"] = df["run"].to_numpy()
         runs = sorted(work["run"].unique(), key=str)
@@ -112,7 +117,8 @@ def wide_to_trajectory(df: pd.DataFrame, unit: str = "total", label: str = "") -
     _check_series(tt, work["s"].to_numpy(), work["v"].to_numpy(), label)
     return Trajectory(t=tt, solver_uncertainty=work["s"].to_numpy(), verifier_uncertainty=work["v"].to_numpy(),
                       solver_accuracy=work["solver_accuracy"].to_numpy() if "solver_accuracy" in work else None,
-                      verifier_accuracy=work["verifier_accuracy"].to_numpy() if "verifier_accuracy" in work else None)
+                      verifier_accuracy=work["verifier_accuracy"].to_numpy() if "verifier_accuracy" in work else None,
+                      se=work[["s_se", "v_se"]].to_numpy() if ses else None)
 
 
 def long_to_trajectory(df: pd.DataFrame, label: str = "") -> Trajectory:

@@ -37,35 +37,43 @@ def jacobian(t: np.ndarray, lam: np.ndarray, amp: np.ndarray) -> np.ndarray:
     return J.reshape(B, S * T, 2 * S + 1)
 
 
-def serial_rho(t: np.ndarray, resid: np.ndarray, lam: np.ndarray, amp: np.ndarray) -> np.ndarray:
+def serial_rho(t: np.ndarray, resid: np.ndarray, lam: np.ndarray, amp: np.ndarray,
+               weights: np.ndarray | None = None) -> np.ndarray:
     """Lag-1 autocorrelation of the residuals (B, T, S) within each series, minus its value under independent
-    errors, tr(M L) / tr(M) with M = I - H the residual projection of the linearised fit."""
+    errors, tr(M L) / tr(M) with M = I - H the residual projection of the linearised fit (both on the scale
+    of 1 / se when weights 1 / se^2 are given)."""
     B, T, S = resid.shape
+    J = jacobian(t, lam, amp)
+    if weights is not None:
+        sw = np.sqrt(np.broadcast_to(np.asarray(weights, dtype=float).reshape(-1, T, S), resid.shape))
+        resid = resid * sw
+        J = J * np.swapaxes(sw, 1, 2).reshape(-1, S * T)[:, :, None]
     rho = np.einsum("bts,bts->b", resid[:, 1:], resid[:, :-1]) / np.maximum(
         np.einsum("bts,bts->b", resid, resid), 1e-300)
-    J = jacobian(t, lam, amp)
     M = np.eye(S * T)[None] - J @ np.linalg.pinv(J)
     lag = np.kron(np.eye(S), np.eye(T, k=1))
     rho0 = np.einsum("bij,ji->b", M, lag) / np.einsum("bii->b", M)
     return rho - rho0
 
 
-def serial_inflation(t: np.ndarray, resid: np.ndarray, lam: np.ndarray, amp: np.ndarray):
+def serial_inflation(t: np.ndarray, resid: np.ndarray, lam: np.ndarray, amp: np.ndarray,
+                     weights: np.ndarray | None = None):
     """(rho, inflation) of the residual variance for B fits (see serial_rho); rho is NaN and the inflation 1
     below MIN_POINTS_SERIAL points."""
     if len(t) < MIN_POINTS_SERIAL:
         return np.full(len(lam), np.nan), np.ones(len(lam))
-    rho = serial_rho(t, resid, lam, amp)
+    rho = serial_rho(t, resid, lam, amp, weights)
     r = np.clip(rho, 0.0, MAX_RHO)
     return rho, (1.0 + r) / (1.0 - r)
 
 
 def residual_intervals(t: np.ndarray, Y: np.ndarray, lam: np.ndarray, amp: np.ndarray, resid: np.ndarray,
-                       bounds: tuple[float, float], contrasts: dict, domain: tuple[float, float]):
+                       bounds: tuple[float, float], contrasts: dict, domain: tuple[float, float],
+                       weights: np.ndarray | None = None):
     """Profile intervals for B trajectories Y (B, T, S) with fitted rates lam (B,), amplitudes amp (B, S)
-    and residuals (B, T, S). Returns (intervals, rho, inflation)."""
-    rho, inflation = serial_inflation(t, resid, lam, amp)
-    iv = profile_intervals(t, Y, lam, bounds, contrasts, rss_scale=inflation, domain=domain)
+    and residuals (B, T, S), weighted by 1 / se^2 when weights are given. Returns (intervals, rho, inflation)."""
+    rho, inflation = serial_inflation(t, resid, lam, amp, weights)
+    iv = profile_intervals(t, Y, lam, bounds, contrasts, rss_scale=inflation, domain=domain, weights=weights)
     return iv, rho, inflation
 
 

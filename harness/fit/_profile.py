@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from si_bench.fit._vp import wls
+
 N_GRID = 400  # global log grid over the rate's search range
 N_LOCAL = 200  # extra points inside the rate's set, where the limits' extremes lie
 N_BISECT = 40
@@ -40,49 +42,48 @@ def threshold_factor(df: int, level: float = 0.95) -> float:
     return 1.0 + float(stats.f.ppf(level, 1, df)) / df
 
 
-def _by_lam(t: np.ndarray, Y: np.ndarray, lam: np.ndarray, domain: tuple[float, float]):
+def exp_rows(t: np.ndarray, lam: np.ndarray) -> np.ndarray:
+    """exp(-lam (t - t0)) for lam (B, L): (B, L, T)."""
+    return np.exp(-lam[..., None] * (t - t.min()))
+
+
+def _by_lam(t: np.ndarray, Y: np.ndarray, lam: np.ndarray, domain: tuple[float, float], basis=exp_rows, W=None):
     """Fits for every (replicate, lam), lam (B, L): per-series RSS plus the domain penalty (B, S, L),
-    intercepts c (B, S, L) and an intercept's variance factor 1/T + xbar^2/Sxx (B, L)."""
-    X = np.exp(-lam[..., None] * (t - t.min()))  # (B, L, T)
-    xbar = X.mean(axis=-1)
-    xc = X - xbar[..., None]
-    sxx = np.einsum("blt,blt->bl", xc, xc)
-    sxx = np.where(sxx > 1e-300, sxx, np.nan)
-    ybar = Y.mean(axis=1)  # (B, S)
-    Yc = Y - ybar[:, None, :]
-    sxy = np.einsum("blt,bts->bsl", xc, Yc)
-    rss = np.einsum("bts,bts->bs", Yc, Yc)[:, :, None] - sxy**2 / sxx[:, None, :]
-    c = ybar[:, :, None] - sxy / sxx[:, None, :] * xbar[:, None, :]
-    vc = 1.0 / len(t) + xbar**2 / sxx
-    pen = (c - np.clip(c, *domain)) ** 2 / vc[:, None, :]
+    intercepts c (B, S, L) and an intercept's variance factor 1/sum(w) + xbar^2/Sxx (B, S, L)."""
+    rss, c, _, vc = wls(basis(t, lam), Y, W)
+    pen = (c - np.clip(c, *domain)) ** 2 / vc
     rss = np.where(np.isfinite(rss), np.maximum(rss, 0.0), np.inf)
     return rss, np.where(np.isfinite(pen), pen, np.inf), c, vc
 
 
-def _total(t, Y, lam, domain) -> np.ndarray:
-    rss, pen, _, _ = _by_lam(t, Y, lam, domain)
+def _total(t, Y, lam, domain, basis=exp_rows, W=None) -> np.ndarray:
+    rss, pen, _, _ = _by_lam(t, Y, lam, domain, basis, W)
     return (rss + pen).sum(axis=1)
 
 
 def profile_intervals(t: np.ndarray, Y: np.ndarray, lam_hat: np.ndarray, bounds: tuple[float, float],
                       contrasts: dict[str, tuple[float, ...]], *, level: float = 0.95,
                       rss_scale: float | np.ndarray = 1.0,
-                      domain: tuple[float, float] = (-np.inf, np.inf)) -> dict[str, Interval]:
+                      domain: tuple[float, float] = (-np.inf, np.inf), basis=exp_rows,
+                      weights: np.ndarray | None = None) -> dict[str, Interval]:
     """Y (B, T, S) data, lam_hat (B,) the fitted rates, bounds the rate search range, contrasts: name -> weights
     over the S limits, domain: the range of each limit. rss_scale (scalar or (B,)) multiplies the residual
-    variance the set stands for. Returns {"rate": Interval, name: Interval, ...}."""
+    variance the set stands for. basis(t, lam (B, L)) -> (B, L, T) the decay shared by the series (default
+    exp(-lam (t - t0)); lam is then any nonlinear parameter, e.g. a power law's exponent); weights (B, T, S)
+    or (T, S): 1 / se^2 per point. Returns {"rate": Interval, name: Interval, ...}."""
     t = np.asarray(t, dtype=float)
     Y = np.asarray(Y, dtype=float)
     B, T, S = Y.shape
+    W = None if weights is None else np.broadcast_to(np.asarray(weights, dtype=float).reshape(-1, T, S), Y.shape)
     lam_hat = np.asarray(lam_hat, dtype=float)
     grid = np.exp(np.linspace(np.log(bounds[0]), np.log(bounds[1]), N_GRID))
-    rss_g = _total(t, Y, np.broadcast_to(grid, (B, N_GRID)), domain)
-    rss_min = np.minimum(rss_g.min(axis=1), _total(t, Y, lam_hat[:, None], domain)[:, 0])
+    rss_g = _total(t, Y, np.broadcast_to(grid, (B, N_GRID)), domain, basis, W)
+    rss_min = np.minimum(rss_g.min(axis=1), _total(t, Y, lam_hat[:, None], domain, basis, W)[:, 0])
     thr = rss_min * (1.0 + (threshold_factor(S * T - (2 * S + 1), level) - 1.0) * rss_scale)
-    rate = _rate_interval(t, Y, grid, rss_g <= thr[:, None], lam_hat, thr, domain)
+    rate = _rate_interval(t, Y, grid, rss_g <= thr[:, None], lam_hat, thr, domain, basis, W)
     local = np.exp(np.linspace(np.log(rate.lo), np.log(rate.hi), N_LOCAL, axis=1))
     lam = np.concatenate([np.broadcast_to(grid, (B, N_GRID)), local, lam_hat[:, None]], axis=1)
-    rss, pen, c, vc = _by_lam(t, Y, lam, domain)
+    rss, pen, c, vc = _by_lam(t, Y, lam, domain, basis, W)
     inside = (rss + pen).sum(axis=1) <= thr[:, None] * (1 + 1e-9) + 1e-300
     at_lower = lam <= grid[0]
     out = {"rate": rate}
@@ -96,7 +97,7 @@ def _contrast(w, rss, pen, c, vc, thr, inside, at_lower, domain) -> Interval:
     constraint when w is one limit (clipping to the domain), and dropped (a wider set) otherwise."""
     others = (w == 0)[None, :, None]
     slack = thr[:, None] - rss.sum(axis=1) - np.where(others, pen, 0.0).sum(axis=1)
-    hw = np.sqrt(np.where(inside, slack, 0.0).clip(min=0.0) * vc * float(w @ w))
+    hw = np.sqrt(np.where(inside, slack, 0.0).clip(min=0.0) * np.einsum("s,bsl->bl", w * w, vc))
     q = np.einsum("s,bsl->bl", w, c)
     low, high = np.where(inside, q - hw, np.inf), np.where(inside, q + hw, -np.inf)
     rows = np.arange(len(thr))
@@ -112,7 +113,7 @@ def _contrast(w, rss, pen, c, vc, thr, inside, at_lower, domain) -> Interval:
     return Interval(lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open)
 
 
-def _rate_interval(t, Y, grid, inside, lam_hat, thr, domain) -> Interval:
+def _rate_interval(t, Y, grid, inside, lam_hat, thr, domain, basis, W) -> Interval:
     """Hull of {lam: RSS(lam) <= thr}: each end bisected on log lam between the outermost point inside
     (a grid point or lam_hat) and its outer grid neighbour."""
     L = len(grid)
@@ -124,16 +125,16 @@ def _rate_interval(t, Y, grid, inside, lam_hat, thr, domain) -> Interval:
     hi_out = grid[np.clip(np.searchsorted(grid, hi_in, side="right"), 0, L - 1)]
     lo_open = np.where(lo_in <= grid[0], SEARCH_BOUND, CLOSED)
     hi_open = np.where(hi_in >= grid[-1], SEARCH_BOUND, CLOSED)
-    lo = _bisect(t, Y, np.log(lo_in), np.log(lo_out), thr, domain)
-    hi = _bisect(t, Y, np.log(hi_in), np.log(hi_out), thr, domain)
+    lo = _bisect(t, Y, np.log(lo_in), np.log(lo_out), thr, domain, basis, W)
+    hi = _bisect(t, Y, np.log(hi_in), np.log(hi_out), thr, domain, basis, W)
     return Interval(lo=np.where(lo_open, grid[0], lo), hi=np.where(hi_open, grid[-1], hi),
                     lo_open=lo_open, hi_open=hi_open)
 
 
-def _bisect(t, Y, a_in: np.ndarray, b_out: np.ndarray, thr: np.ndarray, domain) -> np.ndarray:
+def _bisect(t, Y, a_in: np.ndarray, b_out: np.ndarray, thr: np.ndarray, domain, basis, W) -> np.ndarray:
     """Crossing of RSS(lam) = thr between log lam a_in (inside) and b_out (outside), per replicate."""
     for _ in range(N_BISECT):
         m = 0.5 * (a_in + b_out)
-        ok = _total(t, Y, np.exp(m)[:, None], domain)[:, 0] <= thr
+        ok = _total(t, Y, np.exp(m)[:, None], domain, basis, W)[:, 0] <= thr
         a_in, b_out = np.where(ok, m, a_in), np.where(ok, b_out, m)
     return np.exp(a_in)

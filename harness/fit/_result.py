@@ -17,6 +17,9 @@ COUPLED_QUANTITIES = ("rate", "solver_limit", "verifier_limit", "gap_limit", "al
 MIN_FINITE_SHARE = 0.9
 LIMITS = ("rate", "solver_limit", "verifier_limit", "gap_limit")
 SECONDARY_METHOD = "percentile bootstrap (coverage not checked)"
+ANY_LAW_LIMITS = ("solver_limit", "verifier_limit", "gap_limit")
+ANY_LAW_METHOD = ("hull of the 95% intervals of the candidate laws the data do not reject (coupled, separate "
+                  "exponentials, power law; F test at 5%); the coupled-law-only interval is coupled_law")
 
 
 UNITS = ("total", "per_token")
@@ -101,9 +104,20 @@ class FitResult:
     notes: list[str] = field(default_factory=list)
 
     # ---- core quantities -------------------------------------------------------------
+    def coupled_law_quantity(self, name: str) -> dict:
+        """The interval of `name` under the coupled law alone (the published one before issue 20)."""
+        c = self.coupled
+        domain = c.bounds if name == "rate" else LIMIT_DOMAINS[name]
+        return interval_json(c.point[name], c.intervals[name], kind="rate" if name == "rate" else "limit",
+                             domain=domain, bounds=c.bounds, method=c.interval_method)
+
     def quantity(self, name: str) -> dict:
         c = self.coupled
-        if name in c.intervals:
+        if name in c.any_law:
+            out = interval_json(c.point[name], c.any_law[name], kind="limit", domain=LIMIT_DOMAINS[name],
+                                bounds=c.bounds, method=ANY_LAW_METHOD)
+            out["coupled_law"] = self.coupled_law_quantity(name)
+        elif name in c.intervals:
             domain = c.bounds if name == "rate" else LIMIT_DOMAINS[name]
             out = interval_json(c.point[name], c.intervals[name], kind="rate" if name == "rate" else "limit",
                                 domain=domain, bounds=c.bounds, method=c.interval_method)
@@ -159,7 +173,7 @@ class FitResult:
         out["linearisation"] = self.linearisation
         out["alternatives"] = self.alternatives
         out["backtest"] = self.backtest
-        out["adequacy"] = adequacy(self.backtest, self.linearisation, out)
+        out["adequacy"] = adequacy(self.backtest, self.linearisation, out, c.law_test, len(c.t))
         for q in LIMITS:
             out[q]["conditional"] = out["adequacy"]["conditional"]
         if self.accuracy:
@@ -177,13 +191,16 @@ class FitResult:
             includes = ("the variation the replicates resample (prompts measured at every t; seed runs when "
                         "several are pooled) and residual misfit beyond it")
             excludes = ("variation the replicates do not resample (seed-to-seed training noise of a single run), "
-                        "and whether the coupled law holds: limits extrapolate it (see adequacy)")
+                        "and laws beyond the candidates: the limits span the coupled law, separate exponentials and a "
+                        "power law where the data do not reject them (see adequacy)")
         else:
             includes = ("measurement noise as the residuals about the fitted law show it, widened when they are "
                         "serially correlated")
             excludes = ("noise shared by every t (the same prompts measured at each t), seed-to-seed training "
-                        "noise, and whether the coupled law holds: limits extrapolate it (see adequacy)")
+                        "noise, and laws beyond the candidates: the limits span the coupled law, separate exponentials "
+                        "and a power law where the data do not reject them (see adequacy)")
         return {"method": c.interval_method, "level": 0.95, "applies_to": list(LIMITS),
+                "limits": ANY_LAW_METHOD, "weighted": ("by 1 / se^2 of each point" if c.weighted else "no"),
                 "secondary": SECONDARY_METHOD, "includes": includes, "excludes": excludes,
                 "serial_correlation": dict(c.serial), "coverage": COVERAGE_NOTE}
 
@@ -218,7 +235,12 @@ class FitResult:
         r2c = j["r2"]
         r2_for = {"solver_limit": r2c.get("solver"), "verifier_limit": r2c.get("verifier"), "gap_limit": r2c.get("gap")}
         for q in COUPLED_QUANTITIES:
-            add("coupled", q, j[q], r2_for.get(q), {"rate_unit": j["rate_unit"], "unit": j["unit"]})
+            own = j[q].get("coupled_law", j[q])  # the coupled law's rows keep its own interval
+            add("coupled", q, {**own, "conditional": j[q].get("conditional")} if "conditional" in j[q] else own,
+                r2_for.get(q), {"rate_unit": j["rate_unit"], "unit": j["unit"]})
+        for q in ANY_LAW_LIMITS:
+            add("any_law", q, {k: v for k, v in j[q].items() if k != "coupled_law"}, r2_for.get(q),
+                {"unit": j["unit"]})
         add("coupled", "t_to_eps", j["t_to_eps"])
         lin = j["linearisation"]
         for q in ("rate", "gap_limit"):

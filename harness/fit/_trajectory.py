@@ -18,6 +18,7 @@ class Trajectory:
     gap: np.ndarray | None = None  # a measured gap series, when one is given
     solver_accuracy: np.ndarray | None = None
     verifier_accuracy: np.ndarray | None = None
+    se: np.ndarray | None = None  # (T, 2) standard errors of (solver, verifier) per point, when given
     # What the intervals resample: one (T, P, 2) array per run of per-prompt (solver, verifier) values on the
     # shared t grid (P = 1 for a run known only by its series). Empty: residuals only.
     runs: list[np.ndarray] = field(default_factory=list, repr=False)

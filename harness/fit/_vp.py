@@ -28,37 +28,48 @@ class VPResult:
     at_bound: np.ndarray  # (B,) bool: optimum at an end of the search range
 
 
-def _profile(X: np.ndarray, Yc: np.ndarray, syy: np.ndarray):
-    """X (B, T) basis per replicate; Yc (B, S, T) centred data; syy (B,) total centred SS."""
-    xbar = X.mean(axis=1, keepdims=True)
-    xc = X - xbar
-    sxx = (xc * xc).sum(axis=1)
-    sxx = np.where(sxx > 1e-300, sxx, np.nan)
-    sxy = (Yc * xc[:, None, :]).sum(axis=2)
-    rss = syy - (sxy**2).sum(axis=-1) / sxx
-    return rss, sxy, sxx, xbar[:, 0]
+def wls(X: np.ndarray, Y: np.ndarray, W: np.ndarray | None):
+    """Per-series weighted least squares of y = c + a x for every basis row: X (B, L, T), Y (B, T, S),
+    W (B, T, S) weights (1 / se^2; None: all 1). Returns rss, c, a and the intercept's variance factor
+    vc = 1/sum(w) + xbar^2 / Sxx (times the residual variance per unit weight), each (B, S, L)."""
+    if W is None:
+        W = np.ones_like(Y)
+    sw = W.sum(axis=1)  # (B, S)
+    ybar = (W * Y).sum(axis=1) / sw
+    Yc = Y - ybar[:, None, :]
+    WYc = W * Yc
+    xbar = np.einsum("bts,blt->bsl", W, X) / sw[:, :, None]
+    sx2 = np.einsum("bts,blt->bsl", W, X * X)
+    sxx = sx2 - sw[:, :, None] * xbar**2
+    sxx = np.where(sxx > 1e-300 * np.maximum(sx2, 1e-300), sxx, np.nan)
+    sxy = np.einsum("bts,blt->bsl", WYc, X)
+    syy = np.einsum("bts,bts->bs", WYc, Yc)
+    a = sxy / sxx
+    rss = syy[:, :, None] - sxy * a
+    c = ybar[:, :, None] - a * xbar
+    vc = 1.0 / sw[:, :, None] + xbar**2 / sxx
+    return rss, c, a, vc
+
+
+def _rss(X: np.ndarray, Y: np.ndarray, W: np.ndarray | None) -> np.ndarray:
+    rss = wls(X, Y, W)[0].sum(axis=1)
+    return np.where(np.isfinite(rss), np.maximum(rss, 0.0), np.inf)
 
 
 def vp_fit(t: np.ndarray, Y: np.ndarray, basis: Basis, lo: float, hi: float,
-           n_grid: int = 96, n_iter: int = 22) -> VPResult:
-    """Fit all replicates in Y (B, T, S) at once; theta searched in [lo, hi] on a log scale."""
+           n_grid: int = 96, n_iter: int = 22, weights: np.ndarray | None = None) -> VPResult:
+    """Fit all replicates in Y (B, T, S) at once; theta searched in [lo, hi] on a log scale. weights (B, T, S)
+    or (T, S): 1 / se^2 per point (None: unweighted)."""
     t = np.asarray(t, dtype=float)
     Y = np.asarray(Y, dtype=float)
     if Y.ndim == 2:
         Y = Y[:, :, None]
     B, T, S = Y.shape
-    ybar = Y.mean(axis=1, keepdims=True)
-    Yc = np.ascontiguousarray(np.swapaxes(Y - ybar, 1, 2))  # (B, S, T)
-    syy = (Yc * Yc).sum(axis=(1, 2))
+    W = None if weights is None else np.broadcast_to(np.asarray(weights, dtype=float).reshape(-1, T, S), Y.shape)
 
     grid = np.exp(np.linspace(np.log(lo), np.log(hi), n_grid))
-    Xg = basis(grid, t)  # (L, T)
-    xc = Xg - Xg.mean(axis=1, keepdims=True)
-    sxx = np.einsum("lt,lt->l", xc, xc)
-    sxx = np.where(sxx > 1e-300, sxx, np.nan)
-    sxy = np.matmul(Yc, xc.T)  # (B, S, L)
-    rss_grid = syy[:, None] - (sxy**2).sum(axis=1) / sxx[None, :]
-    rss_grid = np.where(np.isfinite(rss_grid), rss_grid, np.inf)
+    Xg = np.broadcast_to(basis(grid, t), (B, n_grid, T))
+    rss_grid = _rss(Xg, Y, W)
     best = np.argmin(rss_grid, axis=1)
 
     lg = np.log(grid)
@@ -66,9 +77,7 @@ def vp_fit(t: np.ndarray, Y: np.ndarray, basis: Basis, lo: float, hi: float,
     b = lg[np.clip(best + 1, 0, n_grid - 1)]
 
     def f(logtheta: np.ndarray) -> np.ndarray:
-        X = basis_rows(basis, np.exp(logtheta), t)
-        r, *_ = _profile(X, Yc, syy)
-        return np.where(np.isfinite(r), r, np.inf)
+        return _rss(basis_rows(basis, np.exp(logtheta), t)[:, None, :], Y, W)[:, 0]
 
     c = b - _GOLD * (b - a)
     d = a + _GOLD * (b - a)
@@ -93,13 +102,11 @@ def vp_fit(t: np.ndarray, Y: np.ndarray, basis: Basis, lo: float, hi: float,
     logtheta = np.where(use_grid, lg[best], logtheta)
 
     theta = np.exp(logtheta)
-    X = basis_rows(basis, theta, t)
-    rss, sxy_b, sxx_b, xbar = _profile(X, Yc, syy)
-    amp = sxy_b / sxx_b[:, None]
-    inter = ybar[:, 0, :] - amp * xbar[:, None]
+    rss, inter, amp, _ = wls(basis_rows(basis, theta, t)[:, None, :], Y, W)
     tol = 1e-3
     at_bound = (logtheta <= lg[0] + tol) | (logtheta >= lg[-1] - tol)
-    return VPResult(theta=theta, intercept=inter, amplitude=amp, rss=rss, at_bound=at_bound)
+    return VPResult(theta=theta, intercept=inter[:, :, 0], amplitude=amp[:, :, 0],
+                    rss=np.maximum(rss.sum(axis=1)[:, 0], 0.0), at_bound=at_bound)
 
 
 def basis_rows(basis: Basis, theta: np.ndarray, t: np.ndarray) -> np.ndarray:

@@ -1,0 +1,115 @@
+"""Limits under the law's uncertainty: the candidate laws, a calibrated test of each against the best, and the
+published interval of each limit as the hull over the laws the data do not reject.
+
+Candidate laws (each with its own 95% profile-likelihood intervals, _profile):
+- coupled:      U_s, U_v = c + a exp(-lam t), one shared rate (the paper's law);
+- separate_exp: each series c + a exp(-r t) with its own rate;
+- power_law:    each series c + a (t + 1)^(-p) with its own exponent (slower than any exponential: its limits
+                often run to the domain edge).
+A law is rejected when its residual sum of squares (weighted by 1/se^2 when standard errors are known) exceeds
+the best law's by more than an F test allows: (RSS_law - RSS_best) / (RSS_best / df_best) / inflation >
+F_{1, df_best}(1 - TEST_LEVEL), inflation the serial-correlation factor of the coupled fit. The coupled law is
+"conditional" when it is rejected.
+
+Why the hull rather than averaging (chosen by simulation, bench/bench_coverage.py): a limit is an
+extrapolation, and laws that fit the observed points equally well extrapolate to different limits; a weighted
+average of their intervals covers the truth only when the weights favour the true law, which 5-20 points
+cannot do (a power law and an exponential fit the same short series within the noise). The hull covers
+whenever the true law is not rejected (about 95% of the time) and its own interval covers; the price is that a
+limit opens to the domain edge when a slow law fits as well, which is what the data say.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from si_bench.fit._profile import CLOSED, SEARCH_BOUND, Interval, profile_intervals
+from si_bench.fit._vp import exp_basis, power_basis, rate_bounds, vp_fit
+
+LAWS = ("coupled", "separate_exp", "power_law")
+LIMIT_NAMES = ("solver_limit", "verifier_limit", "gap_limit")
+TEST_LEVEL = 0.05
+POWER_SHIFT = 1.0
+POWER_BOUNDS = (1e-3, 20.0)
+
+
+def _exp_rows(t0: float):
+    return lambda t, lam: np.exp(-lam[..., None] * (t - t0))
+
+
+def _power_rows(shift: float):
+    return lambda t, p: np.exp(-p[..., None] * np.log(t + shift))
+
+
+def _shift(t: np.ndarray) -> float:
+    return POWER_SHIFT if t.min() >= 0 else POWER_SHIFT - float(t.min())
+
+
+def _separate(t, Y, W, law: str, domain, rss_scale) -> tuple[np.ndarray, dict[str, Interval]]:
+    """One law with its own nonlinear parameter per series: (RSS (B,), {solver_limit, verifier_limit: Interval})."""
+    if law == "separate_exp":
+        bounds, fit_basis, rows = rate_bounds(t), exp_basis(float(t.min())), _exp_rows(float(t.min()))
+    else:
+        shift = _shift(t)
+        bounds, fit_basis, rows = POWER_BOUNDS, power_basis(shift), _power_rows(shift)
+    rss, out = 0.0, {}
+    for j, name in enumerate(("solver_limit", "verifier_limit")):
+        y = Y[:, :, j : j + 1]
+        w = None if W is None else W[:, :, j : j + 1]
+        r = vp_fit(t, y, fit_basis, *bounds, weights=w)
+        rss = rss + r.rss
+        out[name] = profile_intervals(t, y, r.theta, bounds, {"limit": (1.0,)}, rss_scale=rss_scale,
+                                      domain=domain, basis=rows, weights=w)["limit"]
+    return rss, out
+
+
+def _difference(a: Interval, b: Interval) -> Interval:
+    """a - b from the two limits' intervals (a conservative hull); an end is open when an end it rests on
+    reached the rate's search bound (an end cut at the domain edge still bounds the difference)."""
+    return Interval(lo=a.lo - b.hi, hi=a.hi - b.lo,
+                    lo_open=np.where((a.lo_open == SEARCH_BOUND) | (b.hi_open == SEARCH_BOUND), SEARCH_BOUND, CLOSED),
+                    hi_open=np.where((a.hi_open == SEARCH_BOUND) | (b.lo_open == SEARCH_BOUND), SEARCH_BOUND, CLOSED))
+
+
+def _hull(ivs: list[Interval], use: np.ndarray) -> Interval:
+    """Per trajectory, the hull of the intervals of the laws in use (L, B); an open end of any law opens it."""
+    lo = np.stack([iv.lo for iv in ivs])
+    hi = np.stack([iv.hi for iv in ivs])
+    lo_open = np.stack([iv.lo_open for iv in ivs])
+    hi_open = np.stack([iv.hi_open for iv in ivs])
+    lo = np.where(use, lo, np.inf).min(axis=0)
+    hi = np.where(use, hi, -np.inf).max(axis=0)
+    return Interval(lo=lo, hi=hi, lo_open=np.where(use, lo_open, 0).max(axis=0),
+                    hi_open=np.where(use, hi_open, 0).max(axis=0))
+
+
+def law_test(rss: dict[str, np.ndarray], T: int, inflation: np.ndarray) -> dict[str, np.ndarray]:
+    """{law: F statistic against the best law (B,)}, {law: rejected (B,)} and the critical value."""
+    from scipy import stats  # imported when first used: the CLI starts without it
+
+    df = 2 * T - 6
+    best = np.min(np.stack(list(rss.values())), axis=0)
+    scale = np.maximum(best / df, 1e-300) * inflation
+    crit = float(stats.f.ppf(1 - TEST_LEVEL, 1, df))
+    F = {law: (r - best) / scale for law, r in rss.items()}
+    return {"F": F, "rejected": {law: f > crit for law, f in F.items()}, "critical": crit}
+
+
+def any_law_intervals(t: np.ndarray, Y: np.ndarray, coupled_rss: np.ndarray, coupled_iv: dict[str, Interval],
+                      *, domain: tuple[float, float], inflation: np.ndarray, weights: np.ndarray | None = None):
+    """B trajectories Y (B, T, 2): the candidate laws' intervals, the test, and the published hull of each
+    limit over the laws not rejected. Returns (hull {limit: Interval}, per_law {law: {limit: Interval}},
+    test (law_test))."""
+    t = np.asarray(t, dtype=float)
+    B, T, _ = Y.shape
+    W = None if weights is None else np.broadcast_to(np.asarray(weights, dtype=float).reshape(-1, T, 2), Y.shape)
+    per_law = {"coupled": {q: coupled_iv[q] for q in LIMIT_NAMES}}
+    rss = {"coupled": coupled_rss}
+    for law in LAWS[1:]:
+        rss[law], iv = _separate(t, Y, W, law, domain, inflation)
+        iv["gap_limit"] = _difference(iv["solver_limit"], iv["verifier_limit"])
+        per_law[law] = iv
+    test = law_test(rss, T, inflation)
+    use = ~np.stack([test["rejected"][law] for law in LAWS])
+    hull = {q: _hull([per_law[law][q] for law in LAWS], use) for q in LIMIT_NAMES}
+    return hull, per_law, test
