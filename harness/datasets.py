@@ -181,6 +181,7 @@ ARITH_LEVELS = {
     3: dict(terms=3, low=2, high=30, ops="+-"),
 }
 ARITH_SIZES = {"train": 3000, "test": 600}
+MAX_PROMPTS = 7500  # the largest split si-bench has (MATH train): no prompt count or limit can mean more
 ARITH_TEST_SHARE = 5  # one problem in five, by a hash of the problem itself, belongs to test
 
 

@@ -18,17 +18,20 @@ import numpy as np
 
 from si_bench import faults, store
 from si_bench.backends import args_in_id, check_backend_args, get_backend, parse_backend_args
-from si_bench.datasets import DATASETS, Dataset, Prompt, get_dataset, sample_prompts
+from si_bench.datasets import DATASETS, MAX_PROMPTS, Dataset, Prompt, get_dataset, sample_prompts
 from si_bench.devices import DTYPES, Placement, check_device, resolve
 from si_bench.errors import SIBenchError
 from si_bench.measures import Measure, compute_measures
 from si_bench.models import ModelRef, resolve_model
-from si_bench.options import Options, option
+from si_bench.options import BOOT_MAX, SEED_MAX, Options, option
 from si_bench.select import hybrid_best_of_n
 from si_bench.tasks import TASKS_DIR
 from si_bench.verify import VERIFIERS, VerifierMethod, get_verifier, score_candidates
 
 FEWSHOT_POOL = 8  # few-shot examples come from a fixed seeded sample of the training split
+MAX_SAMPLES = 1024  # N per prompt: far past the paper's best-of-N, and N x a split's prompts still fits a store
+MAX_BATCH = 4096  # sequences per batch: more than an 80 GB accelerator holds of the smallest model
+MAX_NEW_TOKENS = 131_072  # the longest context of any model si-bench can load
 
 
 @dataclass
@@ -37,7 +40,7 @@ class SamplingConfig(Options):
 
     model: str = option("smollm2-135m", "Preset (smollm2-135m, tiny-test), model directory or hub id.")
     dataset: str = option("arith", "Dataset: arith, gsm8k, math or math500.", choices=lambda: DATASETS)
-    samples: int = option(4, "N sampled answers per prompt.", min=1)
+    samples: int = option(4, "N sampled answers per prompt.", min=1, max=MAX_SAMPLES)
     verifier: str = option("tf", "Self-verification method: tf (True/False) or qe (quality rating).",
                            choices=lambda: VERIFIERS)
     sigma: float = option(0.5, "Verifier score threshold of the hybrid best-of-N pick.", min=0, max=1)
@@ -57,11 +60,14 @@ class SamplingConfig(Options):
                                             "tensor_parallel_size, gpu_memory_utilization, max_model_len, "
                                             "enable_prefix_caching, max_loras, max_lora_rank, ...).",
                                       check=parse_backend_args, in_id=False)
-    batch_size: int = option(32, "Sequences per generation batch.", min=1, in_id=False)
-    max_new_tokens: int | None = option(None, "Cap on generated tokens (default: the task's own maximum).", min=1)
-    seed: int = option(0, "Seed of the prompt sample, the sampling and the bootstrap.", min=0)
-    n_boot: int = option(1000, "Bootstrap replicates for the 95% CIs (0: no intervals).", min=0, in_id=False)
-    chunk_prompts: int = option(8, "Prompts per stored chunk: the most work a crash can lose.", min=1, in_id=False)
+    batch_size: int = option(32, "Sequences per generation batch.", min=1, max=MAX_BATCH, in_id=False)
+    max_new_tokens: int | None = option(None, "Cap on generated tokens (default: the task's own maximum).", min=1,
+                                        max=MAX_NEW_TOKENS)
+    seed: int = option(0, "Seed of the prompt sample, the sampling and the bootstrap.", min=0, max=SEED_MAX)
+    n_boot: int = option(1000, "Bootstrap replicates for the 95% CIs (0: no intervals).", min=0, max=BOOT_MAX,
+                         in_id=False)
+    chunk_prompts: int = option(8, "Prompts per stored chunk: the most work a crash can lose.", min=1,
+                                max=MAX_PROMPTS, in_id=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -95,7 +101,8 @@ class EvalConfig(SamplingConfig):
     """Everything `si-bench evaluate` takes. Settings that change the numbers enter the ids."""
 
     split: str = option("test", "Dataset split.")
-    limit: int | None = option(None, "Seeded random sample of N prompts (stratified by subject or level).", min=1)
+    limit: int | None = option(None, "Seeded random sample of N prompts (stratified by subject or level).",
+                                min=1, max=MAX_PROMPTS)
 
     def check(self) -> None:
         get_dataset(self.dataset).check_split(self.split)

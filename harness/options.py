@@ -34,6 +34,7 @@ class Spec:
     in_id: bool = True  # enters the id of what it configures
     why: str = ""  # for a `differs` override: why this command's default is another
     hidden: bool = False  # state a config records (in the store), not a flag
+    output: str | None = None  # "file" or "directory": a path the command writes (see `check_output`)
 
     def names(self, name: str) -> tuple[str, ...]:
         return (self.flag or "--" + name.replace("_", "-"), *self.aliases)
@@ -63,19 +64,39 @@ def spec_of(cls: type, name: str) -> Spec:
     raise KeyError(f"{cls.__name__}.{name} is not declared with option()")
 
 
+# Bounds shared by several options, each chosen from what the work can mean.
+SEED_MAX = 2**31 - 1  # the store keeps seeds as 32-bit INTEGERs; numpy, torch and transformers take them all
+BOOT_MAX = 10_000  # the Monte Carlo error of a 95% bound is then far below its sampling error, and the
+#                    (replicates x prompts) resampling index of the largest split stays under a gigabyte
+MAGNITUDE_MAX = 1e6  # an uncertainty in nats, a rate or a coefficient of the law: past any NLL a model gives
+#                      and any rate (e^-1e6 is 0), while products of two stay far inside double precision
+
+
+def _shown(value: float) -> str:
+    try:
+        return f"{value:g}"
+    except OverflowError:  # an integer too large for a float
+        return f"a {len(str(abs(value)))}-digit number"
+
+
+def _range(spec: Spec) -> str:
+    low = None if spec.min is None and spec.above is None else (
+        f"[{spec.min:g}" if spec.above is None else f"({spec.above:g}")
+    if low and spec.max is not None:
+        return f"lie in {low}, {spec.max:g}]"
+    if spec.max is not None:
+        return f"be at most {spec.max:g}"
+    return f"be at least {spec.min:g}" if spec.above is None else f"be greater than {spec.above:g}"
+
+
 def _check_number(flag: str, value: Any, spec: Spec) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SIBenchError(f"{flag} must be a number, got {value!r}")
-    if not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
         raise SIBenchError(f"{flag} must be a finite number, got {value}")
-    if spec.min is not None and spec.max is not None and not spec.min <= value <= spec.max:
-        raise SIBenchError(f"{flag} must lie in [{spec.min:g}, {spec.max:g}], got {value:g}")
-    if spec.min is not None and value < spec.min:
-        raise SIBenchError(f"{flag} must be at least {spec.min:g}, got {value:g}")
-    if spec.max is not None and value > spec.max:
-        raise SIBenchError(f"{flag} must be at most {spec.max:g}, got {value:g}")
-    if spec.above is not None and not value > spec.above:
-        raise SIBenchError(f"{flag} must be greater than {spec.above:g}, got {value:g}")
+    if ((spec.min is not None and value < spec.min) or (spec.above is not None and not value > spec.above)
+            or (spec.max is not None and value > spec.max)):
+        raise SIBenchError(f"{flag} must {_range(spec)}, got {_shown(value)}")
 
 
 def check_value(name: str, value: Any, spec: Spec) -> None:
@@ -89,6 +110,8 @@ def check_value(name: str, value: Any, spec: Spec) -> None:
             raise SIBenchError(f"unknown {name.replace('_', ' ')} {value!r} (choose from {', '.join(allowed)})")
     if spec.min is not None or spec.max is not None or spec.above is not None:
         _check_number(flag, value, spec)
+    if spec.output is not None:
+        check_output(flag, value, spec.output)
     if spec.check is not None:
         spec.check(value)
 
@@ -113,6 +136,22 @@ class Options:
         """The options that enter an id (in_id=True)."""
         return {f.name: getattr(self, f.name) for f in fields(self)  # type: ignore[arg-type]
                 if spec_of(type(self), f.name).in_id}
+
+
+def check_output(flag: str, value: str, kind: str) -> None:
+    """The one rule for every path a command writes (declared `option(..., output="file" | "directory")`),
+    checked before any work and making nothing: the path is not empty, is not an existing path of the other
+    kind, and its parent folder exists. si-bench makes no missing parents (a mistyped path would otherwise
+    become a tree of folders); the named directory itself is made, and the command says where it wrote."""
+    if not str(value).strip():
+        raise SIBenchError(f"{flag} is empty: name a {kind}")
+    path = Path(value)
+    if path.exists() and path.is_dir() != (kind == "directory"):
+        raise SIBenchError(f"{flag} {path} is {'a directory' if path.is_dir() else 'not a directory'}: "
+                           f"name a {kind}")
+    if not path.exists() and not path.absolute().parent.is_dir():
+        raise SIBenchError(f"{flag} {path}: its folder {path.absolute().parent} does not exist (si-bench makes no "
+                           "missing parent folders: create it first)")
 
 
 def check_directory(path: Path, what: str) -> None:

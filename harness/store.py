@@ -27,7 +27,7 @@ LOCK_RETRY_SECONDS = float(os.environ.get("SI_BENCH_LOCK_RETRY", "10"))
 class StoreOptions(Options):
     """The store every command reads or writes."""
 
-    db: str = option(DEFAULT_DB, "The si-bench DuckDB store.")
+    db: str = option(DEFAULT_DB, "The si-bench DuckDB store.", output="file")
 
 
 @dataclass

@@ -43,6 +43,8 @@ AXES = {"models": "model", "datasets": "dataset", "verifiers": "verifier", "seed
 SHARD = "shard.duckdb"
 RECORD = "job.json"
 DRIVER_LOCK = ".driver.lock"
+MAX_CPUS = 1024  # a job's CPUs and threads, and its GPUs, live on one node: more than any node has
+MAX_GPUS = 16
 
 
 @dataclass
@@ -55,13 +57,16 @@ class SweepConfig(Options):
                            choices=EXECUTORS)
     address: str | None = option(None, "Ray cluster to join (e.g. auto, or ray://HEAD:10001); default: start a "
                                        "local Ray on this machine's CPUs and GPUs.")
-    cpus: float = option(1.0, "CPUs per job: its Ray resource, and its torch threads unless --threads.", above=0)
-    gpus: float = option(0.0, "GPUs per job, a Ray resource (a fraction shares a GPU).", min=0)
+    cpus: float = option(1.0, "CPUs per job: its Ray resource, and its torch threads unless --threads.", above=0,
+                        max=MAX_CPUS)
+    gpus: float = option(0.0, "GPUs per job, a Ray resource (a fraction shares a GPU).", min=0,
+                        max=MAX_GPUS)
     threads: int | None = option(None, "torch threads per job (default: --cpus, at least 1); set explicitly on "
-                                       "both executors, since Ray sets OMP_NUM_THREADS=1.", min=1)
+                                       "both executors, since Ray sets OMP_NUM_THREADS=1.", min=1,
+                                 max=MAX_CPUS)
     sweep_dir: str | None = option(None, "The sweep directory: job shards, checkpoints and states (default: "
                                          "si-bench-sweeps/<spec name> beside the store). On a Ray cluster, every "
-                                         "node must see it at the same path.")
+                                         "node must see it at the same path.", output="directory")
 
     def check(self) -> None:
         if self.executor != "ray" and (self.address or self.gpus):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from tabulate import tabulate
 
 from si_bench.errors import SIBenchError
 from si_bench.fit import clean
-from si_bench.options import Options, option
+from si_bench.options import Options, check_directory, check_output, option
 from si_bench.reports.tables import frame_records, interval_text, is_missing, safe_csv_frame, terminal_text
 from si_bench.trajectories import FitEntry
 
@@ -52,7 +51,7 @@ LEGEND = ("95% intervals; 'open': the data do not determine that end, 'not ident
 class PublishOptions(Options):
     """Where and how the leaderboard is written."""
 
-    out: str = option("leaderboard", "Output directory.")
+    out: str = option("leaderboard", "Output directory.", output="directory")
     save_fits: bool = option(True, "Save the fits into the store.", flag="--save-fits/--no-save-fits")
     reference: bool = option(True, "Add the paper's Phi-4-mini curves (digitised from its figure) as reference rows.",
                              flag="--reference/--no-reference")
@@ -102,20 +101,18 @@ def frames(entries: list[FitEntry], fit_rows: list[dict], summary: pd.DataFrame)
 
 
 def output_dir(out_dir: str | Path) -> Path:
-    """The leaderboard's folder, made now: an unwritable --out fails before any fitting."""
+    """The leaderboard's folder, checked now and made only when the files are written: an unwritable --out fails
+    before any fitting, and a refused command leaves no empty folder behind."""
     out = Path(out_dir)
-    try:
-        (out / "plots").mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SIBenchError(f"cannot create output directory {out}: {exc.strerror}") from None
-    if not os.access(out, os.W_OK):
-        raise SIBenchError(f"output directory {out} is not writable")
+    check_output("--out", str(out_dir), "directory")
+    check_directory(out, "output directory")
     return out
 
 
 def publish(data: dict[str, pd.DataFrame], out_dir: Path) -> dict:
     """Export the frames to out_dir/data.parquet and render every file from exactly what was exported."""
     parquet = out_dir / "data.parquet"
+    out_dir.mkdir(exist_ok=True)
     write_data(data, parquet)
     return render(read_data(parquet), out_dir)
 
@@ -125,6 +122,7 @@ def publish_from(parquet: Path, out_dir: Path) -> dict:
     if not parquet.is_file():
         raise SIBenchError(f"parquet export not found: {parquet}")
     data = read_data(parquet)
+    out_dir.mkdir(exist_ok=True)
     if parquet.resolve() != (out_dir / "data.parquet").resolve():
         write_data(data, out_dir / "data.parquet")
     return render(data, out_dir)

@@ -24,7 +24,7 @@ class OutputFormat(Options):
 
 @dataclass
 class PlotOutput(Options):
-    plot: str | None = option(None, "Write a PNG of the trajectory to this path.")
+    plot: str | None = option(None, "Write a PNG of the trajectory to this path.", output="file")
 
 
 @dataclass

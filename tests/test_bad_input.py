@@ -1,15 +1,17 @@
 """Every bad input is one clear error before any work, for every option of every command: the cases are
 generated from the CLI's own options (bounds and choice lists give their bad values; an option with neither
-needs an entry in EXPLICIT or FREE, so a new option without one fails this test)."""
+needs an entry in EXPLICIT or FREE, so a new option without one fails this test). Every numeric option is also
+given values far past its bounds, as a hostile user would: each must be refused within seconds, not start work."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import signal
 import sys
 import typing
 from dataclasses import fields
 
-import duckdb
 import pytest
 from synth_store import make_run
 
@@ -55,6 +57,12 @@ EXPLICIT = {
     "sweep_dir": ["--sweep-dir", "{file}/sweep"],
 }
 FREE = {"rate_unit"}  # a label: any text is valid
+# Far past any bound: 10^23 (an integer, so that integer options reach their bound), 1e308, -1e308, nan, inf.
+FAR = ("1" + "0" * 23, "1e308", "-1e308", "nan", "inf")
+# Every path a command writes, by the one rule (si_bench.options.check_output): empty, the other kind, and
+# under a folder that does not exist are each refused before any work.
+PATHS = {"file": ("", "{folder}", "{nowhere}/deeper/out.file"), "directory": ("", "{file}", "{nowhere}/deeper/out")}
+FAST_SECONDS = 10  # a refusal takes milliseconds; work that started instead would run for minutes
 
 
 def bad_arguments(command: str) -> list[tuple[str, list[str]]]:
@@ -85,7 +93,26 @@ def bad_arguments(command: str) -> list[tuple[str, list[str]]]:
     return cases
 
 
+def bounded_options(command: str) -> list[tuple[str, str]]:
+    """(name, flag) of every option of `command` with a numeric bound."""
+    classes = getattr(importlib.import_module(f"si_bench.cli.{COMMANDS[command]}").command, "option_classes", ())
+    return [(f.name, spec.names(f.name)[0]) for cls in classes for f in fields(cls)
+            for spec in [spec_of(cls, f.name)]
+            if not spec.hidden and (spec.min is not None or spec.max is not None or spec.above is not None)]
+
+
+def outputs(command: str) -> list[tuple[str, str, str]]:
+    """(name, flag, kind) of every path option of `command` that it writes."""
+    classes = getattr(importlib.import_module(f"si_bench.cli.{COMMANDS[command]}").command, "option_classes", ())
+    return [(f.name, spec.names(f.name)[0], spec.output) for cls in classes for f in fields(cls)
+            for spec in [spec_of(cls, f.name)] if not spec.hidden and spec.output]
+
+
 CASES = [(command, name, args) for command in sorted(COMMANDS) for name, args in bad_arguments(command)]
+PATH_CASES = [(command, name, [flag, value]) for command in sorted(COMMANDS) for name, flag, kind in outputs(command)
+              for value in PATHS[kind]]
+FAR_CASES = [(command, name, [flag, value]) for command in sorted(COMMANDS)
+             for name, flag in bounded_options(command) for value in FAR]
 
 
 @pytest.fixture(scope="module")
@@ -94,34 +121,63 @@ def seeded(tmp_path_factory):
     db = folder / "si.duckdb"
     make_run(str(db), "run-1", ts=(0, 1, 2), P=4, n_boot=10)
     (folder / "a-file").write_text("not a directory")
+    importlib.import_module("si_bench.hf_backend")  # torch and transformers: checks import them once per process
     (folder / "spec.yaml").write_text("models: [tiny-test]\nseeds: [0]\nrun: {rounds: 1, train_prompts: 2}\n")
     make_run(str(folder / "other.duckdb"), "run-2", ts=(0, 1), P=4, n_boot=10)
     return folder
 
 
-def row_counts(db) -> dict[str, int]:
-    with duckdb.connect(str(db), read_only=True) as con:
-        tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
-        return {t: con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
+def snapshot(folder) -> dict[str, str]:
+    """Every file under `folder` and a digest of its bytes: a refusal writes nothing, not even a store's header."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("command, option, args", CASES, ids=[f"{c}-{o}" for c, o, _ in CASES])
+def _too_slow(signum, frame):
+    pytest.fail(f"still running after {FAST_SECONDS} s: the value started work instead of being refused")
+
+
+ALL_CASES = CASES + PATH_CASES + FAR_CASES
+ALL_IDS = ([f"{c}-{o}" for c, o, _ in CASES] + [f"{c}-{o}-path{i % 3}" for i, (c, o, _) in enumerate(PATH_CASES)]
+           + [f"{c}-{o}-far{a[1]}" for c, o, a in FAR_CASES])
+
+
+@pytest.mark.parametrize("command, option, args", ALL_CASES, ids=ALL_IDS)
 def test_bad_value_is_one_line_before_any_work(command, option, args, seeded, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     db = seeded / "si.duckdb"
     fill = {"file": str(seeded / "a-file"), "missing": str(tmp_path / "missing.duckdb"),
-            "other": str(seeded / "other.duckdb"), "spec": str(seeded / "spec.yaml")}
+            "other": str(seeded / "other.duckdb"), "spec": str(seeded / "spec.yaml"), "folder": str(seeded),
+            "nowhere": str(tmp_path / "nowhere")}
     argument, positional = POSITIONAL.get(command, (None, []))
     base = [a.format(**fill) for a in BASE[command] + (positional if option != argument else [])]
     given = [a.format(**fill) for a in args]
     store_args = [] if "--db" in given or command == "simulate" else ["--db", str(db)]
-    before = row_counts(db)
+    before = snapshot(seeded)
     monkeypatch.setattr(sys, "argv", ["si-bench", command, *base, *given, *store_args])
-    with pytest.raises(SystemExit) as stop:
-        main()
+    previous = signal.signal(signal.SIGALRM, _too_slow)
+    signal.alarm(FAST_SECONDS)
+    try:
+        with pytest.raises(SystemExit) as stop:
+            main()
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
     err = capsys.readouterr().err
     assert stop.value.code == 2, err
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
-    assert row_counts(db) == before
-    assert not (tmp_path / "si.duckdb").exists() and not (tmp_path / "si-bench-runs").exists()
+    assert snapshot(seeded) == before
+    assert not any(tmp_path.iterdir()), sorted(p.name for p in tmp_path.iterdir())
+
+
+def test_every_numeric_option_has_both_bounds():
+    """A bound on one side only lets the other side's huge values start work."""
+    for command in sorted(COMMANDS):
+        classes = getattr(importlib.import_module(f"si_bench.cli.{COMMANDS[command]}").command, "option_classes", ())
+        for cls in classes:
+            for f in fields(cls):
+                spec = spec_of(cls, f.name)
+                if spec.min is not None or spec.above is not None or spec.max is not None:
+                    assert spec.max is not None and (spec.min is not None or spec.above is not None), (
+                        f"{command} {spec.names(f.name)[0]} needs both a lower and an upper bound")

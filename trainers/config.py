@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
 
+from si_bench.datasets import MAX_PROMPTS
 from si_bench.devices import LEGACY_SETTINGS
 from si_bench.errors import SIBenchError
 from si_bench.evaluation import EvalConfig, SamplingConfig
@@ -19,6 +20,10 @@ from si_bench.fit import allocation_shares
 from si_bench.options import Options, differs, option
 
 MODES = ("regenerate", "fixed")
+MAX_ROUNDS = 1000  # each round fine-tunes and measures: a thousand is past any run that could finish
+MAX_RANK = 4096  # a LoRA rank (and its alpha) past the width of any model si-bench can load
+MAX_LEARNING_RATE = 1.0  # SFT with Adam diverges long before
+MAX_SFT_BATCH = 4096  # rows per SFT step (batch, and batch x accumulation): past what an accelerator holds
 RETIRED_FIELDS = ("extra",)  # in configs stored by earlier versions; never part of a run id
 
 
@@ -34,25 +39,29 @@ class SelfImproveConfig(SamplingConfig):
     mode: str = option("fixed", "fixed (picks made once from the base model, then --rounds epochs over them, "
                                 "measured every half epoch; t counts epochs) or regenerate (new picks every round; "
                                 "t counts rounds).", choices=MODES)
-    rounds: int = option(5, "Rounds (regenerate) or epochs (fixed).", min=1)
+    rounds: int = option(5, "Rounds (regenerate) or epochs (fixed).", min=1, max=MAX_ROUNDS)
     train_prompts: int = option(32, "Training prompts (a seeded sample of the train split, the same every round).",
-                                min=1)
+                                min=1, max=MAX_PROMPTS)
     test_limit: int = option(32, "Test prompts, measured at t=0, every --eval-every rounds (every half epoch in "
-                                 "fixed mode) and at the end.", min=1)
+                                 "fixed mode) and at the end.", min=1, max=MAX_PROMPTS)
     eval_every: int = option(1, "Measure the test split every this many rounds (the last is always measured).",
-                             min=1)
+                             min=1, max=MAX_ROUNDS)
     external: str | None = option(None, "Cross-improvement source: ground-truth, or a model whose best-of-N "
                                         "picks are used.")
-    budget: int = option(0, "External items in total (cross-improvement).", min=0)
+    budget: int = option(0, "External items in total (cross-improvement).", min=0,
+                         max=MAX_ROUNDS * MAX_PROMPTS)
     allocation: str = option("uniform", "How the budget is spread over rounds: early, uniform, late or "
                                         "comma-separated shares per round.")
     lora: bool = option(True, "LoRA fine-tuning (default) or full fine-tuning.", flag="--lora/--full-finetune")
-    lora_r: int = option(16, "LoRA rank.", min=1)
-    lora_alpha: int | None = option(None, "LoRA alpha (default: twice the rank).", above=0)
-    learning_rate: float = option(5e-4, "SFT learning rate (0: the weights stay as they are).", min=0)
-    epochs_per_round: float = option(2.0, "SFT epochs over a round's picks (regenerate mode).", above=0)
-    train_batch_size: int = option(4, "SFT batch size.", min=1)
-    grad_accum: int = option(1, "SFT gradient accumulation steps.", min=1)
+    lora_r: int = option(16, "LoRA rank.", min=1, max=MAX_RANK)
+    lora_alpha: int | None = option(None, "LoRA alpha (default: twice the rank).", above=0,
+                                      max=2 * MAX_RANK)
+    learning_rate: float = option(5e-4, "SFT learning rate (0: the weights stay as they are).", min=0,
+                                  max=MAX_LEARNING_RATE)
+    epochs_per_round: float = option(2.0, "SFT epochs over a round's picks (regenerate mode).", above=0,
+                                     max=MAX_ROUNDS)
+    train_batch_size: int = option(4, "SFT batch size.", min=1, max=MAX_SFT_BATCH)
+    grad_accum: int = option(1, "SFT gradient accumulation steps.", min=1, max=MAX_SFT_BATCH)
     gradient_checkpointing: bool = option(False, "Recompute activations in the backward pass: less accelerator "
                                                  "memory, slower steps, the same gradients.",
                                           flag="--gradient-checkpointing", in_id=False)
@@ -121,7 +130,8 @@ class SelfImproveConfig(SamplingConfig):
 class RunPlacement(Options):
     """Where a run's checkpoints go (not part of the run: a moved workdir is the same run)."""
 
-    workdir: str | None = option(None, "Where checkpoints go (default: si-bench-runs/ beside the store).")
+    workdir: str | None = option(None, "Where checkpoints go (default: si-bench-runs/ beside the store).",
+                                output="directory")
 
 
 def parse_seeds(text: str) -> list[int]:

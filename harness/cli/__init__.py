@@ -53,9 +53,28 @@ for _name, _module in COMMANDS.items():
     app.command(_name, help=_mod.command.__doc__, context_settings=_settings)(_mod.command)
 
 
+# typer vendors click and exports, of its usage errors, only BadParameter: its base is what every command-line
+# mistake raises (a value that does not convert, an unknown flag, a missing argument).
+USAGE_ERROR = typer.BadParameter.__base__
+
+
+def _one_line(message: str) -> str:
+    text = " ".join(message.split())
+    return text[:1].lower() + text[1:]
+
+
 def main() -> None:
     try:
-        app()
+        # Not standalone: click would print its usage block for a conversion error, and return an exit code.
+        code = app(standalone_mode=False)
+    except USAGE_ERROR as exc:
+        # no command at all is typer's help (no_args_is_help); any other mistake is si-bench's one line
+        print(exc.format_message() if not sys.argv[1:] else f"error: {_one_line(exc.format_message())}",
+              file=sys.stderr)
+        sys.exit(2)
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(1)
     except SIBenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -65,3 +84,4 @@ def main() -> None:
         print(f"error: {reason}{where}; what was stored is consistent: run the same command again to resume",
               file=sys.stderr)
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

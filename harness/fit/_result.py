@@ -11,7 +11,7 @@ import numpy as np
 from si_bench.fit._adequacy import adequacy
 from si_bench.fit._coupled import LIMIT_DOMAINS, CoupledFit, curves
 from si_bench.fit._intervals import COVERAGE_NOTE, interval_json
-from si_bench.options import Options, option
+from si_bench.options import BOOT_MAX, MAGNITUDE_MAX, SEED_MAX, Options, option
 
 COUPLED_QUANTITIES = ("rate", "solver_limit", "verifier_limit", "gap_limit", "alpha_over_beta", "alpha_k", "beta_k")
 MIN_FINITE_SHARE = 0.9
@@ -29,10 +29,10 @@ UNITS = ("total", "per_token")
 class FitOptions(Options):
     """How trajectories are fitted: one options object for `fit`, `leaderboard` and the API."""
 
-    n_boot: int = option(500, "Bootstrap replicates for the 95% CIs.", min=0, aliases=("--boot",))
-    seed: int = option(0, "Seed of the bootstrap.", min=0)
+    n_boot: int = option(500, "Bootstrap replicates for the 95% CIs.", min=0, max=BOOT_MAX, aliases=("--boot",))
+    seed: int = option(0, "Seed of the bootstrap.", min=0, max=SEED_MAX)
     eps: float | None = option(None, "Tolerance of the rounds-to-converge estimate (default 1% of the initial "
-                                     "gap).", above=0)
+                                     "gap).", above=0, max=MAGNITUDE_MAX)
     holdout: float = option(0.4, "Share of the last points held out in the forecast backtest.", min=0, max=0.95)
     unit: str = option("total", "Uncertainty fitted: total or per_token NLL.", choices=UNITS)
     rate_unit: str | None = option(None, "Unit of t for labels (default: round, step or epoch from the input).")

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from si_bench.errors import SIBenchError
-from si_bench.options import Options, option
+from si_bench.options import MAGNITUDE_MAX, Options, option
 
 
 def _check(alpha: float, beta: float, k: float, b: float, us0: float, uv0: float) -> None:
@@ -206,16 +206,17 @@ MAX_ROUNDS = 100_000
 class SimulateConfig(Options):
     """The parameters of `si-bench simulate` (Proposition 3.1, with cross-improvement as Section 5)."""
 
-    alpha: float = option(help="Solver learning coefficient (alpha > beta).", above=0)
-    beta: float = option(help="Verifier learning coefficient (beta >= 0).", min=0)
-    k: float = option(help="Energy slope k > 0 (E = k G - b).", above=0)
-    b: float = option(help="Energy offset b (the gap limit is b/k); any finite number.")
-    us0: float = option(help="Initial solver uncertainty.", min=0, max=1e300)
-    uv0: float = option(help="Initial verifier uncertainty.", min=0, max=1e300)
+    alpha: float = option(help="Solver learning coefficient (alpha > beta).", above=0, max=MAGNITUDE_MAX)
+    beta: float = option(help="Verifier learning coefficient (beta >= 0).", min=0, max=MAGNITUDE_MAX)
+    k: float = option(help="Energy slope k > 0 (E = k G - b).", above=0, max=MAGNITUDE_MAX)
+    b: float = option(help="Energy offset b (the gap limit is b/k).", min=-MAGNITUDE_MAX, max=MAGNITUDE_MAX)
+    us0: float = option(help="Initial solver uncertainty.", min=0, max=MAGNITUDE_MAX)
+    uv0: float = option(help="Initial verifier uncertainty.", min=0, max=MAGNITUDE_MAX)
     rounds: int = option(10, "Number of rounds.", min=1, max=MAX_ROUNDS)
-    dt: float = option(1.0, "Length of one round in units of t.", above=0)
+    dt: float = option(1.0, "Length of one round in units of t.", above=0, max=MAGNITUDE_MAX)
     shares: str | None = option(None, "External-data share per round, comma-separated, summing to 1.")
-    gamma: float = option(0.0, "Cross-improvement strength: U_v -> U_v / (1 + gamma * share).", min=0)
+    gamma: float = option(0.0, "Cross-improvement strength: U_v -> U_v / (1 + gamma * share).", min=0,
+                          max=MAGNITUDE_MAX)
 
     def check(self) -> None:
         _check(self.alpha, self.beta, self.k, self.b, self.us0, self.uv0)
