@@ -1,6 +1,6 @@
 """Coverage of the published limit intervals when the law is wrong or the noise is not iid (issue 20).
 
-Run: nice .venv/bin/python bench/bench_law_coverage.py [n_per_cell] [seed]
+Run: nice .venv/bin/python bench/bench_law_coverage.py [n_per_cell] [seed] [case name filter]
 Cases (truth and noise, each at T = 5, 8, 11, 20 points, t = 0 .. T-1):
     law slow / mid / fast  the coupled law, rate per step U(0.1, 0.3) / U(0.2, 0.9) / U(1, 2), iid sd 0.02
     heteroscedastic        the coupled law (mid rates), sd 4% of the level, the fit weighted by se = 4% of
@@ -10,6 +10,7 @@ Cases (truth and noise, each at T = 5, 8, 11, 20 points, t = 0 .. T-1):
     power law              each series c + a (1 + t)^(-p), p ~ U(0.3, 1.5) per series, sd 0.02
     two rates              each series its own exponential, the verifier's rate 2.5-4 times the solver's
                            (or the reverse), sd 0.02
+    heteroscedastic, no se as heteroscedastic, fitted unweighted (a file without *_se columns)
 Columns, per limit: strict coverage (an open end is a miss) / edge-read coverage (an open end reads as the
 domain edge: 0 or +infinity for U_s and U_v, +-infinity for the gap) and the share of intervals with an open
 end; "published" is the hull over the laws the data do not reject (si_bench.fit._laws), "coupled" the
@@ -44,7 +45,7 @@ def _exp(c, a, r, t):
     return c[:, None] + a[:, None] * np.exp(-np.outer(r, t))
 
 
-def coupled_truth(lo, hi, sd=0.02, rho=0.0, rel=None):
+def coupled_truth(lo, hi, sd=0.02, rho=0.0, rel=None, weighted=True):
     def draw(rng, n, t):
         a_s, a_v, us, uv = _limits(rng, n)
         r = rng.uniform(lo, hi, n)
@@ -52,7 +53,7 @@ def coupled_truth(lo, hi, sd=0.02, rho=0.0, rel=None):
         if rel is None:
             return Y + noise(rng, Y.shape, sd, rho), None, us, uv, r
         Yn = Y * (1 + noise(rng, Y.shape, rel, rho))
-        return Yn, 1.0 / (rel * np.abs(Yn)) ** 2, us, uv, r
+        return Yn, 1.0 / (rel * np.abs(Yn)) ** 2 if weighted else None, us, uv, r
     return draw
 
 
@@ -93,6 +94,7 @@ CASES = {
     "GSM8k scale": gsm8k,
     "power law": power_law,
     "two rates": two_rates,
+    "heteroscedastic 4%, no se": coupled_truth(0.2, 0.9, rel=0.04, weighted=False),
 }
 
 
@@ -123,12 +125,15 @@ def cell(draw, T: int, n: int, seed: int) -> dict:
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 300
     seed = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
+    only = sys.argv[3] if len(sys.argv) > 3 else ""
     start = time.perf_counter()
     print(f"{n} trajectories per cell, seed {seed}; strict / edge-read coverage (open-end share)")
     print("| case | T | solver limit | verifier limit | gap limit | coupled-law-only solver / verifier / gap "
           "(strict / edge) | rate | conditional |")
     print("|---|---|---|---|---|---|---|---|")
     for ci, (name, draw) in enumerate(CASES.items()):
+        if only not in name:
+            continue
         for T in T_VALUES:
             r = cell(draw, T, n, seed + 100 * ci + T)
             pub = " | ".join(f"{r[f'pub {q}'][0]:.2f} / {r[f'pub {q}'][1]:.2f} ({r[f'pub {q}'][2]:.2f})"

@@ -115,15 +115,19 @@ def fit_report(j: dict, title: str = "") -> str:
     echo = lines.append
     if title:
         echo(f"\n== {title} ==")
-    rows = [(k, interval_text(j[k], 4), j[k].get("reason") or "") for k in (
+    rows = [(k, interval_text(j[k], 4), interval_text(j[k]["coupled_law"], 4) if "coupled_law" in j[k] else "",
+             j[k].get("reason") or "") for k in (
         "rate", "solver_limit", "verifier_limit", "gap_limit", "alpha_over_beta", "alpha_k", "beta_k", "t_to_eps")]
     echo(tabulate(rows, headers=[f"coupled model (rate per {j['rate_unit']}, n={j['n_points']})",
-                                 "estimate [95% CI]", "open end or undefined: why"]))
+                                 "estimate [95% CI]", "coupled-law interval", "open end or undefined: why"]))
     interval = j.get("interval") or {}
-    echo(f"intervals: {interval.get('method', '-')}; include {interval.get('includes', '-')}")
+    echo(f"intervals: {interval.get('method', '-')}; include {interval.get('includes', '-')}"
+         + (f"; weighted {interval['weighted']}" if interval.get("weighted", "no") != "no" else ""))
     adequacy = j.get("adequacy") or {}
     echo("coupled law: " + (f"conditional ({adequacy.get('why')})" if adequacy.get("conditional")
-                            else "supported by the backtest and the linearisation"))
+                            else "supported (the law test does not reject it)"))
+    if interval.get("limits"):
+        echo(f"limits: {interval['limits']}")
     r2 = j["r2"]
     echo("R^2: " + ", ".join(f"{k} {_number(v, '.4f')}" for k, v in r2.items() if k != "reason"))
     lin = j.get("linearisation", {})
@@ -134,15 +138,19 @@ def fit_report(j: dict, title: str = "") -> str:
     alt = j.get("alternatives", {})
     bt = j.get("backtest", {})
     laws = ["coupled", "separate_exp", "power_law", "persistence"]
+    test = adequacy.get("law_test") or {}
     rows = []
     for law in laws:
         r2s = alt.get(law, {}).get("r2") if law != "coupled" else j["r2"]
         r2txt = ", ".join(f"{k} {_number(v, '.3f')}" for k, v in (r2s or {}).items() if k not in ("gap", "reason"))
         rmse = (bt.get("rmse") or {}).get(law)
         skill = (bt.get("skill_vs_persistence") or {}).get(law)
-        rows.append((law, r2txt, _number(rmse, ".4g"), _number(skill, "+.3f")))
-    echo(tabulate(rows, headers=["law", "R^2", f"backtest RMSE (holdout {bt.get('holdout', 0)})",
-                                       "skill vs persistence"]))
+        f = (test.get("F") or {}).get(law)
+        verdict = "" if f is None else ("kept" if law in test.get("not_rejected", []) else "rejected")
+        rows.append((law, r2txt, f"{_number(f, '.3g')} {verdict}".strip(), _number(rmse, ".4g"),
+                     _number(skill, "+.3f")))
+    echo(tabulate(rows, headers=["law", "R^2", f"F vs best (critical {_number(test.get('critical'), '.3g')})",
+                                 f"backtest RMSE (holdout {bt.get('holdout', 0)})", "skill vs persistence"]))
     if bt.get("reason"):
         echo(f"backtest: {bt['reason']}")
     for series, acc in (j.get("accuracy") or {}).items():

@@ -20,7 +20,8 @@ from si_bench.fit._profile import DOMAIN_EDGE, SEARCH_BOUND, Interval, profile_i
 MIN_POINTS_SERIAL = 8  # below this the fit's parameters absorb any residual autocorrelation
 MAX_RHO = 0.9
 COVERAGE_NOTE = ("rate and limits: coverage measured on simulated trajectories of the law, 5-20 points, "
-                 "independent noise (si_bench.fit._calibration, bench/bench_coverage.py)")
+                 "independent noise (si_bench.fit._calibration, bench/bench_coverage.py); the published limits "
+                 "also on power-law, two-rate, heteroscedastic and AR(1) truths (bench/bench_law_coverage.py)")
 
 
 def jacobian(t: np.ndarray, lam: np.ndarray, amp: np.ndarray) -> np.ndarray:
