@@ -86,6 +86,10 @@ def test_se_columns_weight_the_fit(tmp_path):
     j = fit_frame(df, options=FitOptions(n_boot=0)).to_json()
     assert j["solver_limit"]["estimate"] == pytest.approx(1.0, abs=1e-3)
     assert j["interval"]["weighted"].startswith("by 1 / se^2")
+    long = pd.DataFrame({"t": np.tile(t, 2), "series": ["solver"] * 10 + ["verifier"] * 10,
+                         "value": np.concatenate([s_bad, v]), "se": np.concatenate([se[:, 0], se[:, 1]])})
+    assert fit_frame(long, options=FitOptions(n_boot=0)).to_json()["solver_limit"]["estimate"] == pytest.approx(
+        j["solver_limit"]["estimate"], rel=1e-9)
     unweighted = fit_trajectory(t, s_bad, v, options=FitOptions(n_boot=0)).to_json()
     assert abs(unweighted["solver_limit"]["estimate"] - 1.0) > 0.01
     with pytest.raises(SIBenchError, match="both"):

@@ -151,7 +151,17 @@ def long_to_trajectory(df: pd.DataFrame, label: str = "") -> Trajectory:
         g = piv.loc[both.index, "gap"]
         if g.notna().all():
             gap = g.to_numpy()
-    return Trajectory(t=tt, solver_uncertainty=s, verifier_uncertainty=v, gap=gap)
+    return Trajectory(t=tt, solver_uncertainty=s, verifier_uncertainty=v, gap=gap, se=_long_se(df, work, both.index))
+
+
+def _long_se(df: pd.DataFrame, work: pd.DataFrame, index: pd.Index) -> np.ndarray | None:
+    """(T, 2) standard errors from a long table's optional `se` column (solver and verifier rows)."""
+    if "se" not in df.columns:
+        return None
+    rows = work["series"].isin(["solver", "verifier"]).to_numpy()
+    work = work[rows].assign(se=_numeric(df[rows], "se"))  # gap rows need none
+    se = work.pivot(index="t", columns="series", values="se").loc[index, ["solver", "verifier"]]
+    return se.to_numpy(dtype=float)
 
 
 def frame_to_trajectory(df: pd.DataFrame, unit: str = "total", label: str = "") -> Trajectory:
