@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +34,11 @@ class StoreOptions(Options):
 @dataclass
 class SqlStatement(Options):
     query: str = option(help="One SQL statement, e.g. SELECT * FROM summary.", argument=True)
+    time_limit: float = option(30.0, "Seconds the query may run before it is stopped.", above=0, max=3600)
+    memory_limit: float = option(1.0, "Gigabytes of memory the query may use (it never spills to disk).", min=0.1,
+                                 max=1024)
+    max_rows: int = option(1000, "Rows printed at most; a note says when the result has more.", min=1,
+                           max=1_000_000)
 
 
 # Ordered, idempotent migrations; SCHEMA_VERSION is the number of entries.
@@ -161,6 +167,10 @@ def _summary_sql() -> str:
 
 # `si-bench sql`: a connection that can neither write, nor reach files or other databases, nor unlock that.
 LOCKED = {"enable_external_access": False, "lock_configuration": True}
+# ... and, for a user's query, bounded: no spilling to a temporary folder, then no file system at all once the
+# store is open (external access off still lets read_blob and read_text read the store's own file).
+USER_LIMITS = {"enable_external_access": False, "temp_directory": ""}
+SEALED = ("SET disabled_filesystems = 'LocalFileSystem'", "SET lock_configuration = true")
 USER_STATEMENTS = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
 
 
@@ -339,9 +349,11 @@ def runs_frame(path: str | Path):
         FROM runs ORDER BY created_at""")
 
 
-def user_query(path: str | Path, sql: str):
-    """`si-bench sql`: exactly one SELECT or EXPLAIN statement, on a read-only connection with external access
-    disabled and the configuration locked; anything else is refused before the store is opened."""
+def user_query(path: str | Path, sql: str, limits: SqlStatement | None = None):
+    """`si-bench sql`: exactly one SELECT or EXPLAIN statement, on a read-only connection that reads no file and
+    whose configuration is locked, within the time and memory limits of `limits`; anything else is refused before
+    the store is opened. At most `limits.max_rows` rows come back; `frame.attrs["more_rows"]` says whether the
+    result had more."""
     try:
         statements = duckdb.connect().extract_statements(sql)
     except duckdb.Error as exc:
@@ -351,11 +363,56 @@ def user_query(path: str | Path, sql: str):
     if statements[0].type not in USER_STATEMENTS:
         raise SIBenchError(f"only SELECT (or EXPLAIN) is allowed, not {statements[0].type.name}: the store is "
                            "read-only here")
-    with read(path, config=LOCKED) as con:
+    limits = limits or SqlStatement(query=sql)
+    with read(path, config={**USER_LIMITS, "memory_limit": f"{limits.memory_limit * 1024:.0f}MB"}) as con:
+        for statement in SEALED:
+            con.execute(statement)
+        timer = threading.Timer(limits.time_limit, con.interrupt)
+        timer.start()
         try:
-            return con.execute(sql).df()
+            con.execute(sql)
+            return _first_rows(con, limits.max_rows)
         except duckdb.Error as exc:
-            raise SIBenchError(f"SQL error: {str(exc).splitlines()[0]}") from None
+            raise SIBenchError(_limit_hit(exc, limits)) from None
+        finally:
+            timer.cancel()
+
+
+def _first_rows(con: duckdb.DuckDBPyConnection, max_rows: int):
+    """At most max_rows of a streaming result (a billion-row SELECT is never materialised)."""
+    import pandas as pd
+
+    chunks, n = [], 0
+    while n <= max_rows:
+        chunk = con.fetch_df_chunk(1)
+        if chunk.empty and chunks:
+            break
+        chunks.append(chunk)
+        n += len(chunk)
+        if chunk.empty:
+            break
+    frame = pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
+    rows = frame.head(max_rows).reset_index(drop=True)
+    rows.attrs["more_rows"] = n > max_rows
+    return rows
+
+
+# A limit a user's query hit -> its one line (anything else is an SQL error as DuckDB words it).
+LIMIT_HIT = {
+    duckdb.InterruptException: lambda q: f"the query ran past its time limit of {q.time_limit:g} s and was stopped "
+                                         "(--time-limit)",
+    duckdb.OutOfMemoryException: lambda q: f"the query needs more than its memory limit of {q.memory_limit:g} GB "
+                                           "(--memory-limit)",
+    duckdb.PermissionException: lambda q: "SQL error: file system operations are disabled: a query reads the "
+                                          "store's tables and views, never a file (the store's own included)",
+}
+
+
+def _limit_hit(exc: duckdb.Error, limits: SqlStatement) -> str:
+    for kind, message in LIMIT_HIT.items():
+        if isinstance(exc, kind):
+            return message(limits)
+    return f"SQL error: {str(exc).splitlines()[0]}"
 
 
 def query(path: str | Path, sql: str, params: Sequence[Any] | None = None):

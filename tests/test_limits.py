@@ -1,0 +1,65 @@
+"""Work bounded before it starts or while it runs: a user's SQL under its time, memory and row limits and unable
+to read any file; a sweep grid sized from its axes before it is built; the one rule for output paths."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+
+import pytest
+from synth_store import make_run
+
+from si_bench.cli import main
+
+
+def cli(monkeypatch, capsys, *args) -> tuple[int, str, str, float]:
+    monkeypatch.setattr(sys, "argv", ["si-bench", *args])
+    start = time.monotonic()
+    with pytest.raises(SystemExit) as stop:
+        main()
+    out = capsys.readouterr()
+    return stop.value.code, out.out, out.err, time.monotonic() - start
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    db = tmp_path_factory.mktemp("limits") / "si.duckdb"
+    make_run(str(db), "run-1", ts=(0, 1), P=3, n_boot=10)
+    return db
+
+
+LIMIT_HITS = [
+    (["SELECT count(*) FROM range(1000000) a, range(1000000) b", "--time-limit", "0.5"], "time limit of 0.5 s"),
+    (["WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r", "--time-limit",
+      "0.5"], "time limit"),
+    (["SELECT list(i) FROM range(100000000) t(i)", "--memory-limit", "0.1"], "memory limit of 0.1 GB"),
+    (["SELECT * FROM read_blob('{db}')"], "file system operations are disabled"),
+    (["SELECT * FROM read_text('{db}')"], "file system operations are disabled"),
+    (["SELECT * FROM glob('{folder}/*')"], "file system operations are disabled"),
+]
+
+
+@pytest.mark.parametrize("args, fragment", LIMIT_HITS, ids=["time", "recursion", "memory", "blob", "text", "glob"])
+def test_sql_limit_hit_is_one_line_and_leaves_the_store(args, fragment, store, monkeypatch, capsys):
+    before = digest(store)
+    args = [a.format(db=store, folder=store.parent) for a in args]
+    code, out, err, seconds = cli(monkeypatch, capsys, "sql", *args, "--db", str(store))
+    assert code == 2 and out == "" and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert fragment in err, err
+    assert seconds < 20  # stopped at its limit, not when the work ran out
+    assert digest(store) == before and sorted(p.name for p in store.parent.iterdir()) == ["si.duckdb"]
+
+
+def test_sql_prints_at_most_max_rows_and_says_more_exist(store, monkeypatch, capsys):
+    code, out, err, _ = cli(monkeypatch, capsys, "sql", "SELECT * FROM range(1000000000) t(i)", "--max-rows", "5",
+                            "-f", "csv", "--db", str(store))
+    assert out.split() == ["i", "0", "1", "2", "3", "4"]
+    assert code == 2 and err.startswith("error: the result has more than 5 rows") and len(err.splitlines()) == 1
+    code, out, err, _ = cli(monkeypatch, capsys, "sql", "SELECT * FROM range(5) t(i)", "--max-rows", "5", "-f", "csv",
+                            "--db", str(store))
+    assert code == 0 and out.split() == ["i", "0", "1", "2", "3", "4"] and err == ""
