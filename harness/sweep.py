@@ -23,6 +23,7 @@ import fcntl
 import importlib.util
 import itertools
 import json
+import math
 import os
 import socket
 import time
@@ -43,6 +44,7 @@ AXES = {"models": "model", "datasets": "dataset", "verifiers": "verifier", "seed
 SHARD = "shard.duckdb"
 RECORD = "job.json"
 DRIVER_LOCK = ".driver.lock"
+MAX_JOBS = 1000  # a grid's default ceiling: each job is a whole run; --max-jobs raises it
 MAX_CPUS = 1024  # a job's CPUs and threads, and its GPUs, live on one node: more than any node has
 MAX_GPUS = 16
 
@@ -64,6 +66,8 @@ class SweepConfig(Options):
     threads: int | None = option(None, "torch threads per job (default: --cpus, at least 1); set explicitly on "
                                        "both executors, since Ray sets OMP_NUM_THREADS=1.", min=1,
                                  max=MAX_CPUS)
+    max_jobs: int = option(MAX_JOBS, "The largest grid this sweep may run: a spec of more jobs is refused with its "
+                                     "size before any is built.", min=1, max=1_000_000)
     sweep_dir: str | None = option(None, "The sweep directory: job shards, checkpoints and states (default: "
                                          "si-bench-sweeps/<spec name> beside the store). On a Ray cluster, every "
                                          "node must see it at the same path.", output="directory")
@@ -110,8 +114,9 @@ class JobOutcome:
 # ---------------------------------------------------------------- the spec
 
 
-def read_spec(path: str | Path) -> list[Job]:
-    """The jobs of a spec, in grid order; every job's settings are checked here, before any work."""
+def read_spec(path: str | Path, max_jobs: int = MAX_JOBS) -> list[Job]:
+    """The jobs of a spec, in grid order; every job's settings are checked here, before any work, and the grid's
+    size from its axes before any job is built."""
     import yaml
 
     try:
@@ -123,6 +128,7 @@ def read_spec(path: str | Path) -> list[Job]:
     if not isinstance(spec, dict):
         raise SIBenchError(f"sweep spec {path} must be a mapping (models, datasets, verifiers, seeds, run)")
     axes = _settings(spec, path)
+    _check_size(axes, max_jobs, path)
     names = list(axes)
     jobs = []
     for values in itertools.product(*(axes[n] for n in names)):
@@ -132,6 +138,13 @@ def read_spec(path: str | Path) -> list[Job]:
             raise SIBenchError(f"sweep spec {path}: {exc}") from None
     _check_distinct(jobs, path)
     return jobs
+
+
+def _check_size(axes: dict[str, list], max_jobs: int, path) -> None:
+    size = math.prod(len(values) for values in axes.values())
+    if size > max_jobs:
+        shape = " x ".join(f"{len(values)} {name}" for name, values in axes.items() if len(values) > 1)
+        raise SIBenchError(f"sweep spec {path} is a grid of {size:,} jobs ({shape}), more than --max-jobs {max_jobs:,}")
 
 
 def _settings(spec: dict, path) -> dict[str, list]:
@@ -287,7 +300,7 @@ class Sweep:
     def __init__(self, cfg: SweepConfig, db: str = store.DEFAULT_DB, progress: Any = None,
                  log: Callable[[str], None] = print):
         self.cfg, self.db, self.progress, self.log = cfg, db, progress, log
-        self.jobs = read_spec(cfg.spec)
+        self.jobs = read_spec(cfg.spec, cfg.max_jobs)
         self.root = cfg.directory(db)
         check_directory(self.root, "the sweep directory")
         self.folders = {job.job_id: self.root / "jobs" / job.job_id for job in self.jobs}

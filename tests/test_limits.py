@@ -63,3 +63,27 @@ def test_sql_prints_at_most_max_rows_and_says_more_exist(store, monkeypatch, cap
     code, out, err, _ = cli(monkeypatch, capsys, "sql", "SELECT * FROM range(5) t(i)", "--max-rows", "5", "-f", "csv",
                             "--db", str(store))
     assert code == 0 and out.split() == ["i", "0", "1", "2", "3", "4"] and err == ""
+
+
+def test_a_huge_grid_is_refused_with_its_size_before_it_is_built(store, tmp_path, monkeypatch, capsys):
+    spec = tmp_path / "huge.yaml"
+    seeds = ", ".join(str(s) for s in range(1000))
+    rates = ", ".join(f"{k}e-6" for k in range(1, 1001))
+    spec.write_text(f"models: [tiny-test]\nseeds: [{seeds}]\nrun: {{rounds: 1, learning_rate: [{rates}]}}\n")
+    monkeypatch.chdir(tmp_path)
+    before = digest(store)
+    code, out, err, seconds = cli(monkeypatch, capsys, "sweep", str(spec), "--db", str(store))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "a grid of 1,000,000 jobs (1000 seed x 1000 learning_rate), more than --max-jobs 1,000" in err, err
+    assert seconds < 10 and digest(store) == before and sorted(p.name for p in tmp_path.iterdir()) == ["huge.yaml"]
+
+
+def test_max_jobs_is_the_grid_ceiling(tmp_path):
+    from si_bench.errors import SIBenchError
+    from si_bench.sweep import read_spec
+
+    spec = tmp_path / "three.yaml"
+    spec.write_text("models: [tiny-test]\nseeds: [0, 1, 2]\nrun: {rounds: 1}\n")
+    with pytest.raises(SIBenchError, match=r"grid of 3 jobs \(3 seed\), more than --max-jobs 2"):
+        read_spec(spec, max_jobs=2)
+    assert len(read_spec(spec, max_jobs=3)) == 3
