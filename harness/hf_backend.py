@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import inspect
+import math
+import os
+import typing
 from collections import defaultdict
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import torch
 from lm_eval.api.registry import register_model
@@ -19,6 +22,26 @@ from si_bench.sampling import SampledText, seeds_for
 
 MASK32 = 0xFFFFFFFF
 STREAM_DEVICES = ("cpu",)  # where the noise comes from per-row torch generators, as it always has
+
+
+ARG_INT_MAX = 2**31 - 1  # a count, length or token id: anything larger means no model
+
+
+def _check_kind(key: str, value: Any, annotation: Any) -> None:
+    """A backend argument of a kind HFLM's parameter does not take (text for a length, a number for a flag), or
+    an integer no model could mean: refused before any work, not a traceback mid-sampling."""
+    if typing.get_origin(annotation) is Literal:
+        if value not in typing.get_args(annotation):
+            raise SIBenchError(f"--backend-args {key}={value}: HFLM's {key} is one of "
+                               f"{', '.join(map(str, typing.get_args(annotation)))}")
+        return
+    kinds = set(typing.get_args(annotation)) or {annotation}
+    if not kinds & {str, os.PathLike} and not any(isinstance(value, k) for k in kinds if isinstance(k, type)) or (
+            isinstance(value, bool) and bool not in kinds) or (isinstance(value, float) and not math.isfinite(value)):
+        names = " or ".join(sorted(k.__name__ for k in kinds if isinstance(k, type) and k is not type(None)))
+        raise SIBenchError(f"--backend-args {key}={value}: HFLM's {key} takes {names}")
+    if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value <= ARG_INT_MAX:
+        raise SIBenchError(f"--backend-args {key}={value}: must lie in [0, {ARG_INT_MAX}]")
 
 
 class StreamNoise:
@@ -151,6 +174,10 @@ class LogprobHFLM(HFLM):
         `from_pretrained`."""
         accepted = {*inspect.signature(HFLM.__init__).parameters, "attn_implementation"} - {"self", "kwargs"}
         check_names("hf", args, accepted, RESERVED_ARGS)
+        hints = typing.get_type_hints(HFLM.__init__)
+        for key, value in args.items():
+            if key in hints:
+                _check_kind(key, value, hints[key])
 
     def loglikelihood(self, requests: list, disable_tqdm: bool = False):
         return super().loglikelihood(requests, disable_tqdm=True)  # progress is the caller's (rich) bar

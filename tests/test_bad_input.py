@@ -113,6 +113,9 @@ PATH_CASES = [(command, name, [flag, value]) for command in sorted(COMMANDS) for
               for value in PATHS[kind]]
 FAR_CASES = [(command, name, [flag, value]) for command in sorted(COMMANDS)
              for name, flag in bounded_options(command) for value in FAR]
+# A backend argument's value is checked against the kind the backend's parameter takes, and bounded.
+FAR_CASES += [(command, "backend_args", ["--backend-args", f"max_length={value}"]) for command in ("evaluate", "run")
+              for value in (*FAR, "abc")]
 
 
 @pytest.fixture(scope="module")
