@@ -4,8 +4,8 @@ few points to test it.
 
 The flag was once the forecast backtest (the coupled law losing by more than 25% to another law) with the
 linearisation check: on the law's own data that flagged 28-44% of slow-rate trajectories and 38-71% at GSM8k's
-noise scale, while flagging only 54-74% of power-law trajectories (issue 20). The F test flags 1-7% of the
-law's own trajectories at 8-20 points and 72-95% of power-law ones at 11-20 (bench/bench_law_coverage.py);
+noise scale, while flagging only 54-74% of power-law trajectories (issue 20). The F test flags 0-6% of the
+law's own trajectories at 8-20 points and 62-97% of power-law ones at 11-20 (bench/bench_law_coverage.py);
 the backtest and the linearisation are still reported.
 """
 

@@ -65,12 +65,14 @@ def profile_intervals(t: np.ndarray, Y: np.ndarray, lam_hat: np.ndarray, bounds:
                       contrasts: dict[str, tuple[float, ...]], *, level: float = 0.95,
                       rss_scale: float | np.ndarray = 1.0,
                       domain: tuple[float, float] = (-np.inf, np.inf), basis=exp_rows,
-                      weights: np.ndarray | None = None) -> dict[str, Interval]:
+                      weights: np.ndarray | None = None, rss_min: np.ndarray | None = None) -> dict[str, Interval]:
     """Y (B, T, S) data, lam_hat (B,) the fitted rates, bounds the rate search range, contrasts: name -> weights
     over the S limits, domain: the range of each limit. rss_scale (scalar or (B,)) multiplies the residual
     variance the set stands for. basis(t, lam (B, L)) -> (B, L, T) the decay shared by the series (default
     exp(-lam (t - t0)); lam is then any nonlinear parameter, e.g. a power law's exponent); weights (B, T, S)
-    or (T, S): 1 / se^2 per point. Returns {"rate": Interval, name: Interval, ...}."""
+    or (T, S): 1 / se^2 per point; rss_min (B,): the best RSS of a wider family this basis is one member of
+    (the set is then relative to it, and empty where this member fits worse than the threshold: lo > hi).
+    Returns {"rate": Interval, name: Interval, ...}."""
     t = np.asarray(t, dtype=float)
     Y = np.asarray(Y, dtype=float)
     B, T, S = Y.shape
@@ -78,7 +80,8 @@ def profile_intervals(t: np.ndarray, Y: np.ndarray, lam_hat: np.ndarray, bounds:
     lam_hat = np.asarray(lam_hat, dtype=float)
     grid = np.exp(np.linspace(np.log(bounds[0]), np.log(bounds[1]), N_GRID))
     rss_g = _total(t, Y, np.broadcast_to(grid, (B, N_GRID)), domain, basis, W)
-    rss_min = np.minimum(rss_g.min(axis=1), _total(t, Y, lam_hat[:, None], domain, basis, W)[:, 0])
+    own = np.minimum(rss_g.min(axis=1), _total(t, Y, lam_hat[:, None], domain, basis, W)[:, 0])
+    rss_min = own if rss_min is None else np.minimum(own, rss_min)
     thr = rss_min * (1.0 + (threshold_factor(S * T - (2 * S + 1), level) - 1.0) * rss_scale)
     rate = _rate_interval(t, Y, grid, rss_g <= thr[:, None], lam_hat, thr, domain, basis, W)
     local = np.exp(np.linspace(np.log(rate.lo), np.log(rate.hi), N_LOCAL, axis=1))
