@@ -13,6 +13,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -295,15 +296,44 @@ def _upgrade(path: str | Path) -> None:
 
 
 def upsert(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert rows, replacing those with the same primary key: reruns write no duplicates."""
+    """Insert rows, replacing those with the same primary key: reruns write no duplicates, and of two rows with
+    one key in `rows` the later wins. The rows go to DuckDB as one batch through its upsert appender, each value
+    converted as an executemany parameter would be (types as the schema says), dicts and lists as JSON text."""
     if not rows:
         return
     columns = list(rows[0])
-    values = [[_cell(row[c]) for c in columns] for row in rows]
-    placeholders = ", ".join("?" for _ in columns)
-    con.executemany(
-        f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) VALUES ({placeholders})", values
-    )
+    con.complete()  # a caller's unread result (execute(...).fetchone()) ends first, as executemany ended it
+    rows = _last_per_key(rows, primary_key(con, table))
+    appender = con.appender(table, columns=columns, action="upsert")
+    appender.append_rows(zip(*(_cells(list(map(itemgetter(c), rows))) for c in columns), strict=True))
+    appender.flush()
+
+
+_PRIMARY_KEYS: dict[str, tuple[str, ...]] = {}  # table -> its primary key columns (fixed by SCHEMA_VERSION)
+
+
+def primary_key(con: duckdb.DuckDBPyConnection, table: str) -> tuple[str, ...]:
+    """The primary key columns of a table of the current schema."""
+    if table not in _PRIMARY_KEYS:
+        [(columns,)] = con.execute(
+            "SELECT constraint_column_names FROM duckdb_constraints() WHERE database_name = current_database() AND "
+            "schema_name = 'main' AND table_name = ? AND constraint_type = 'PRIMARY KEY'", [table]).fetchall()
+        _PRIMARY_KEYS[table] = tuple(columns)
+    return _PRIMARY_KEYS[table]
+
+
+def _last_per_key(rows: Sequence[dict[str, Any]], key: tuple[str, ...]) -> Sequence[dict[str, Any]]:
+    """rows with the last of each primary key only (a batch insert would keep the first)."""
+    get = itemgetter(*key)
+    latest = {get(row): row for row in rows}
+    return rows if len(latest) == len(rows) else list(latest.values())
+
+
+def _cells(values: list) -> list:
+    """One column's values as stored: dicts and lists as JSON text (sorted keys), anything else as it is."""
+    if any(issubclass(kind, (dict, list)) for kind in set(map(type, values))):
+        return [_cell(value) for value in values]
+    return values
 
 
 def _cell(value: Any) -> Any:

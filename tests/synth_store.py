@@ -8,12 +8,10 @@ rows are consistent with each other as in a real store.
 
 from __future__ import annotations
 
-import json
 import zlib
 from datetime import datetime, timedelta
 
 import numpy as np
-import pandas as pd
 
 from si_bench import store
 from si_bench.measures import compute_measures
@@ -21,17 +19,6 @@ from si_bench.select import hybrid_best_of_n
 
 TRUTH = {"us_inf": 1.0, "a_s": 2.0, "uv_inf": 0.6, "a_v": 1.2, "lam": 0.5}
 TOKENS = 50
-
-
-def fast_upsert(con, table, rows):
-    """store.upsert, but through a data frame (executemany is slow in DuckDB)."""
-    if not rows:
-        return
-    frame = pd.DataFrame([{k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in r.items()} for r in rows])
-    con.register("_rows", frame)
-    cols = ", ".join(frame.columns)
-    con.execute(f"INSERT OR REPLACE INTO {table} ({cols}) SELECT {cols} FROM _rows")
-    con.unregister("_rows")
 
 
 def law(t, p=TRUTH):
@@ -50,13 +37,13 @@ def make_run(db, run_id="tiny-gsm8k-regenerate-s0-abc", *, model="tiny", dataset
     eval_ids = []
     with store.write(db) as con:
         if not con.execute("SELECT 1 FROM runs WHERE run_id = ?", [run_id]).fetchall():
-            fast_upsert(con, "runs", [{
+            store.upsert(con, "runs", [{
                 "run_id": run_id, "model": model, "backend": "hf", "dataset": dataset, "mode": mode,
                 "verifier": verifier, "seed": seed, "config": {"model": model, "seed": seed, "mode": mode},
                 "config_hash": "abc", "status": "done", "steps_done": int(max(ts)), "git_commit": "x",
                 "versions": {}, "created_at": base, "updated_at": base + timedelta(hours=len(ts)),
             }])
-        fast_upsert(con, "prompts", [
+        store.upsert(con, "prompts", [
             {"dataset": dataset, "split": split, "prompt_id": f"p{i}", "question": f"q{i}", "reference": "r",
              "answer": str(i), "meta": {}} for i in range(P)])
         for k, t in enumerate(ts):
@@ -78,21 +65,21 @@ def make_run(db, run_id="tiny-gsm8k-regenerate-s0-abc", *, model="tiny", dataset
             sel = hybrid_best_of_n(scores, nll, n_tokens, 0.5)
             metrics = compute_measures(nll, n_tokens, correct, scores, sel, n_boot=n_boot, seed=0, sigma=0.5)
             when = base + timedelta(hours=k)
-            fast_upsert(con, "checkpoints", [{"checkpoint_id": ck, "run_id": run_id, "step": k, "t": float(t),
+            store.upsert(con, "checkpoints", [{"checkpoint_id": ck, "run_id": run_id, "step": k, "t": float(t),
                                                 "t_unit": "round", "created_at": when}])
-            fast_upsert(con, "generations", [{
+            store.upsert(con, "generations", [{
                 "gen_id": gen_id, "checkpoint_id": ck, "model": f"{model}@r{k}", "backend": "hf", "dataset": dataset,
                 "split": split, "n_prompts": Pk, "n_samples": N, "settings": {}, "created_at": when}])
-            fast_upsert(con, "evaluations", [{
+            store.upsert(con, "evaluations", [{
                 "eval_id": eval_id, "gen_id": gen_id, "verifier": verifier, "verifier_key": "vk", "sigma": 0.5,
                 "settings": {}, "status": "done", "timings": {}, "created_at": when, "finished_at": when}])
-            fast_upsert(con, "run_evals", [{"run_id": run_id, "eval_id": eval_id, "step": k, "t": float(t),
+            store.upsert(con, "run_evals", [{"run_id": run_id, "eval_id": eval_id, "step": k, "t": float(t),
                                              "t_unit": "round", "role": split}])
-            fast_upsert(con, "samples", [
+            store.upsert(con, "samples", [
                 {"gen_id": gen_id, "prompt_id": f"p{p}", "sample_idx": j, "text": f"s{j}", "answer": "a",
                  "correct": bool(correct[i, j]), "nll": float(nll[i, j]), "n_tokens": TOKENS}
                 for i, p in enumerate(prompts) for j in range(N)])
-            fast_upsert(con, "verdicts", [
+            store.upsert(con, "verdicts", [
                 {"gen_id": gen_id, "verifier_key": "vk", "prompt_id": f"p{p}", "sample_idx": j,
                  "score": float(scores[i, j]), "raw": {}} for i, p in enumerate(prompts) for j in range(N)])
             picks = [{"eval_id": eval_id, "prompt_id": f"p{p}", "sample_idx": int(sel.index[i]), "source": "self",
@@ -100,8 +87,8 @@ def make_run(db, run_id="tiny-gsm8k-regenerate-s0-abc", *, model="tiny", dataset
                      for i, p in enumerate(prompts)]
             for pk in picks[:external_prompts]:
                 pk.update(sample_idx=None, source="external", reason="external", score=None)
-            fast_upsert(con, "picks", picks)
-            fast_upsert(con, "metrics", [
+            store.upsert(con, "picks", picks)
+            store.upsert(con, "metrics", [
                 {"eval_id": eval_id, "name": name, "value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high,
                  "n": m.n, "reason": m.reason} for name, m in metrics.items()])
     return eval_ids

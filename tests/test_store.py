@@ -1,6 +1,8 @@
-"""Store schema: a database made by the previous schema version migrates and keeps its rows."""
+"""Store schema: a database made by the previous schema version migrates and keeps its rows; the write path."""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 import duckdb
 import pytest
@@ -45,3 +47,38 @@ def test_newer_schema_is_refused(tmp_path):
     with pytest.raises(SIBenchError, match="newer"):
         with store.write(db):
             pass
+
+
+def test_upsert_keeps_the_schema_types_json_cells_and_the_last_of_a_key(tmp_path):
+    db = str(tmp_path / "si.duckdb")
+    with store.write(db) as con:
+        store.upsert(con, "checkpoints", [
+            {"checkpoint_id": "a", "run_id": "r", "step": 1, "created_at": "2026-01-02 03:04:05",
+             "hyperparameters": {"b": [1, 2], "a": None}},
+            {"checkpoint_id": "b", "run_id": None, "step": None, "created_at": datetime(2026, 1, 3),
+             "hyperparameters": [1.5, "x"]},
+        ])
+        store.upsert(con, "picks", [{"eval_id": "e", "prompt_id": 7, "sample_idx": None, "score": float("nan")},
+                                    {"eval_id": "e", "prompt_id": 7, "sample_idx": 2, "score": 0.5}])
+    with store.write(db) as con:  # a rerun with fewer columns replaces those columns only
+        store.upsert(con, "checkpoints", [{"checkpoint_id": "a", "step": 2}])
+    assert table(db, "checkpoints", "checkpoint_id, run_id, step, created_at, hyperparameters") == [
+        ("a", "r", 2, datetime(2026, 1, 2, 3, 4, 5), '{"a": null, "b": [1, 2]}'),
+        ("b", None, None, datetime(2026, 1, 3), '[1.5, "x"]'),
+    ]
+    assert table(db, "picks", "prompt_id, sample_idx, score") == [("7", 2, 0.5)]  # the later of one key wins
+
+
+def test_a_failed_write_leaves_nothing_half_written(tmp_path):
+    db = str(tmp_path / "si.duckdb")
+    rows = [{"gen_id": "g", "prompt_id": f"p{i}", "sample_idx": 0, "nll": 1.0} for i in range(1000)]
+    with pytest.raises(duckdb.ConversionException):
+        with store.write(db) as con:
+            store.upsert(con, "samples", rows[:500])
+            store.upsert(con, "samples", [*rows[500:700], {**rows[700], "nll": "not a number"}, *rows[701:]])
+    assert table(db, "samples", "prompt_id") == []
+
+
+def table(db: str, name: str, columns: str) -> list[tuple]:
+    with store.read(db) as con:
+        return con.execute(f"SELECT {columns} FROM {name} ORDER BY ALL").fetchall()
