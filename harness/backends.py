@@ -61,7 +61,7 @@ BACKENDS: dict[str, Backend] = {
                     scheduling=frozenset({
                         "tensor_parallel_size", "pipeline_parallel_size", "gpu_memory_utilization",
                         "enable_prefix_caching", "enable_chunked_prefill", "max_num_seqs", "max_num_batched_tokens",
-                        "swap_space", "cpu_offload_gb", "kv_cache_memory_bytes", "enforce_eager", "enable_lora",
+                        "cpu_offload_gb", "kv_cache_memory_bytes", "enforce_eager", "enable_lora",
                         "max_loras", "max_lora_rank", "max_cpu_loras", "enable_sleep_mode", "disable_log_stats",
                         "block_size", "distributed_executor_backend"}),
                     serving="si_bench.vllm_backend:adapter_serving", pause="si_bench.vllm_backend:pause_engine"),

@@ -238,6 +238,8 @@ class LogprobHFLM(HFLM):
         context, mask = self.tok_batch_encode(unique, left_truncate_len=self.max_length - max_new)
         context, mask = context.to(self.device), mask.to(self.device)
         sampler = GumbelSampler(seeds, temperature, self.device)
+        # The stop-token rule of both backends: the tokenizer's EOS alone, never the extra eos ids a checkpoint's
+        # generation_config.json may list (set here, transformers does not fill them in; vllm_backend tells vLLM).
         config = GenerationConfig(
             do_sample=False, max_new_tokens=max_new, pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.eot_token_id,

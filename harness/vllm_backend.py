@@ -4,25 +4,42 @@ Imported only when `backend == "vllm"` (it imports vllm, which exists only in th
 requirements-vllm.txt). Samples carry their log-probabilities from vLLM itself (`cumulative_logprob`),
 so no second forward pass is needed.
 
+Every name, keyword and type used here is checked against vLLM 0.33 itself: tests/fake_vllm is built from a
+snapshot of the real wheel's API (tests/fixtures/vllm_api.py writes tests/fixtures/vllm_api.json).
+
 Sampling semantics, matched to the HF backend:
 - lm-eval sends a `repeats: K` request as the same object K times. The K occurrences become ONE vLLM
-  request with `n=K` and one seed per prompt, `sample_seed(seed_base, prompt_id, 0)`, so a resumed
-  evaluation draws exactly what an uninterrupted one would have (the draws of one vLLM request depend
-  only on its seed). The k-th occurrence gets the k-th completion. The draws are not the same numbers
-  as the HF backend's (another RNG), only the same distribution.
+  request with `n=K` and one seed per prompt, `sample_seed(seed_base, prompt_id, 0)`; vLLM samples child k
+  with seed + k (vllm/v1/engine/parallel_sampling.py). The k-th occurrence gets the k-th completion. The
+  draws are not the same numbers as the HF backend's (another RNG), only the same distribution.
+- Resume: an evaluation stores whole chunks of prompts, all N samples of a prompt together, and a resumed
+  one sends each prompt it still lacks exactly the request the uninterrupted one would have sent (same prompt
+  tokens, seed and n). vLLM's draws for a request depend only on its seed and the logits; the logits are
+  the same bits whatever else shares the batch only when vLLM runs batch-invariant (VLLM_BATCH_INVARIANT=1 in
+  the environment). So: with VLLM_BATCH_INVARIANT=1 a resumed evaluation stores exactly the samples an
+  uninterrupted one would have; without it, the redrawn prompts' samples come from the same distribution and
+  seeds, but a near-tie between tokens may break the other way (other batch composition, prefix-cache hits),
+  so a few of them can differ. Stored samples are never redrawn, and no prompt mixes samples of two runs.
 - The full distribution: temperature from the task, top_k disabled, top_p 1. vLLM spells "top_k
   disabled" as 0 (and, in older versions, only as -1: "top_k must be -1 (disable), or at least 1"); 0.33
-  accepts both, see TOP_K_DISABLED. Unlike HF, vLLM applies no default top_k and ignores
-  generation_config.json unless asked (`generation_config="auto"`), so nothing else truncates the
+  accepts both, see TOP_K_DISABLED. Explicit SamplingParams leave no room for generation_config.json's
+  sampling defaults (vLLM applies those only to calls without SamplingParams), so nothing else truncates the
   distribution.
 - Log-probabilities: vLLM's default `logprobs_mode` is "raw_logprobs", the log-softmax of the model's
   logits BEFORE temperature and other processing. That is what we want: the model's own NLL of the text,
   as `LogprobHFLM` records it. ("processed_logprobs" would give the sampling distribution instead; at
   temperature 1 with no truncation the two coincide.) `logprobs=0` asks for the sampled token's
   log-probability only, which makes vLLM fill `cumulative_logprob`.
-- Stopping: the task's `until` strings (not the EOS string: vLLM stops at EOS by itself). As on the HF
-  backend, the token that completes a stop string or the EOS token counts in the sample's tokens and
-  log-probability; the returned text ends before the stop string.
+- Stopping, one rule on both backends (hf_backend's GenerationConfig says the same): a sample ends at the
+  tokenizer's EOS token or at one of the task's `until` strings. vLLM by itself would also stop at every eos
+  id of the model's generation_config.json (SamplingParams.update_from_generation_config, even with
+  generation_config="vllm"); the HF backend never has, so here `ignore_eos=True` drops vLLM's EOS set and
+  `stop_token_ids` puts back the tokenizer's EOS alone. As on the HF backend, the token that completes a
+  stop string or the EOS token counts in the sample's tokens and log-probability; the returned text ends
+  before the stop string.
+- Prompt length: vLLM refuses a prompt of `max_model_len` tokens or more (it must leave room for one output
+  token), so sampling prompts are cut to `max_length - max_new_tokens` and scoring inputs to `max_length - 1`
+  tokens (their left end dropped, as lm-eval truncates).
 
 The engine: a process holds one (`ENGINE`; one engine takes most of the GPU's memory), and every
 evaluation with the same engine arguments reuses it. A self-improvement run loads it with LoRA enabled
@@ -30,14 +47,19 @@ from its first measurement (`adapter_serving`), so each round's adapter is serve
 loaded once, as its own `LoRARequest`; while the run fine-tunes, the engine sleeps (vLLM's sleep mode,
 level 1: weights to CPU memory, KV cache dropped, `pause_engine`) and wakes for the next measurement.
 Without sleep mode (full fine-tuning, whose base changes every round) the engine is released instead.
-`--backend-args` are checked against `vllm.EngineArgs` and handed to `vllm.LLM`.
+`--backend-args` are checked against `vllm.EngineArgs` (names, and values against the fields' real types:
+Literal, int, float, bool, optional ...) and handed to `vllm.LLM`; any engine argument not given keeps vLLM's
+own default (its GPU memory share, 0.92 in 0.33, included).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import gc
 import json
+import types
+import typing
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
@@ -54,8 +76,6 @@ from si_bench.sampling import SampledText, sample_seed
 
 TOP_K_DISABLED = 0  # vLLM >= 0.8: 0 or -1 both mean "all tokens"; before that only -1 was accepted
 DEFAULT_MAX_GEN_TOKS = 256
-LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM's max_lora_rank takes
-DEFAULT_LORA_RANK = 16  # vLLM's default max_lora_rank
 OWN_ARGS = {"max_gen_toks", "max_length", "add_bos_token"}  # LogprobVLLM's arguments beside the engine's
 REFUSED_ARGS = {
     **RESERVED_ARGS,
@@ -64,12 +84,22 @@ REFUSED_ARGS = {
 }
 
 
+def engine_fields() -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(vllm.EngineArgs)}
+
+
+def lora_ranks() -> tuple[int, ...]:
+    """The values vLLM's `max_lora_rank` takes: its own Literal (vllm.config.lora.MaxLoRARanks)."""
+    return tuple(sorted(typing.get_args(engine_fields()["max_lora_rank"].type)))
+
+
 def lora_rank_bound(rank: int) -> int:
     """The smallest `max_lora_rank` vLLM accepts that holds an adapter of rank `rank`."""
-    for bound in LORA_RANKS:
+    ranks = lora_ranks()
+    for bound in ranks:
         if rank <= bound:
             return bound
-    raise SIBenchError(f"LoRA rank {rank} is above vLLM's largest max_lora_rank ({LORA_RANKS[-1]})")
+    raise SIBenchError(f"LoRA rank {rank} is above vLLM's largest max_lora_rank ({ranks[-1]})")
 
 
 def adapter_serving(lora_rank: int | None) -> dict[str, Any]:
@@ -137,18 +167,32 @@ def pause_engine() -> None:
     ENGINE.pause()
 
 
-def _check_type(key: str, value: Any, default: Any) -> None:
-    """A value of another kind than the engine argument's default (a number for a flag, text for a number)."""
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    else:
-        ok = True
-    if not ok:
-        raise SIBenchError(f"--backend-args {key}={value}: vLLM's {key} takes a {type(default).__name__}")
+def accepts(kind: Any, value: Any) -> bool:
+    """Whether a `--backend-args` value (a bool, number or text) fits an engine argument's type as vLLM's
+    configs validate it: a member of a Literal, an int (not a bool) for int, a number for float, ...; a list,
+    dict or class cannot be written as key=value. An unresolved (string) annotation is left to vLLM."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        return any(accepts(a, value) for a in args)
+    if origin is typing.Literal:
+        return any(type(value) is type(a) and value == a for a in args)
+    if origin is typing.Annotated:
+        return accepts(args[0], value)
+    if kind is typing.Any or isinstance(kind, str):
+        return True
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return value in {m.value for m in kind} or value in kind.__members__
+    return origin is None and isinstance(kind, type) and isinstance(value, kind)
+
+
+def _describe(kind: Any) -> str:
+    if typing.get_origin(kind) is typing.Literal:
+        return "one of " + ", ".join(map(repr, typing.get_args(kind)))
+    return kind.__name__ if isinstance(kind, type) else str(kind).replace("typing.", "")
 
 
 @register_model("si-vllm")
@@ -162,8 +206,6 @@ class LogprobVLLM(TemplateLM):
         batch_size: int | str = 32,
         max_new_tokens: int | None = None,
         seed_base: str = "si-bench",
-        tensor_parallel_size: int = 1,
-        gpu_memory_utilization: float = 0.9,
         dtype: str = "auto",
         max_gen_toks: int = DEFAULT_MAX_GEN_TOKS,
         max_length: int | None = None,
@@ -183,17 +225,16 @@ class LogprobVLLM(TemplateLM):
         self.max_gen_toks = int(max_gen_toks)
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 32  # prompts per generate() call
         self.on_batch: Callable[[int], None] | None = None
-        settings: dict[str, Any] = dict(
-            model=pretrained, tensor_parallel_size=int(tensor_parallel_size),
-            gpu_memory_utilization=float(gpu_memory_utilization), dtype=dtype, **engine_args,
-        )
+        # Only what si-bench sets or the user gave: every other engine argument keeps vLLM's default.
+        settings: dict[str, Any] = dict(model=pretrained, dtype=dtype, **engine_args)
         if max_length:
             settings["max_model_len"] = int(max_length)
         self.lora_request = None
         if lora:
             settings["enable_lora"] = True
-            bound = lora_rank_bound(_adapter_rank(lora) or DEFAULT_LORA_RANK)
-            settings["max_lora_rank"] = max(int(settings.get("max_lora_rank", DEFAULT_LORA_RANK)), bound)
+            # The smallest rank vLLM takes that holds the adapter (as adapter_serving), or the user's if larger.
+            bound = lora_rank_bound(_adapter_rank(lora) or engine_fields()["max_lora_rank"].default)
+            settings["max_lora_rank"] = max(int(settings.get("max_lora_rank", bound)), bound)
             self.lora_request = ENGINE.adapter(lora)
         self.model = ENGINE.get(settings)
         self._max_length = int(settings["max_model_len"]) if settings.get("max_model_len") else None
@@ -206,11 +247,11 @@ class LogprobVLLM(TemplateLM):
     @classmethod
     def check_backend_args(cls, args: dict[str, Any]) -> None:
         """vLLM's engine arguments (the fields of `vllm.EngineArgs`) and this class's own, values of the right kind."""
-        fields = {f.name: f.default for f in dataclasses.fields(vllm.EngineArgs)}
+        fields = engine_fields()
         check_names("vllm", args, {*fields, *OWN_ARGS}, REFUSED_ARGS)
         for key, value in args.items():
-            if key in fields:
-                _check_type(key, value, fields[key])
+            if key in fields and not accepts(fields[key].type, value):
+                raise SIBenchError(f"--backend-args {key}={value}: vLLM's {key} takes {_describe(fields[key].type)}")
 
     # ---- tokenizer ----
     @property
@@ -224,15 +265,8 @@ class LogprobVLLM(TemplateLM):
 
     @property
     def max_length(self) -> int:
-        if self._max_length:
-            return self._max_length
-        engine = getattr(self.model, "llm_engine", None)
-        length = getattr(getattr(engine, "model_config", None), "max_model_len", None)
-        if length is None:
-            from transformers import AutoConfig
-
-            length = getattr(AutoConfig.from_pretrained(self.pretrained), "max_position_embeddings", 2048)
-        self._max_length = int(length)
+        if not self._max_length:
+            self._max_length = int(self.model.model_config.max_model_len)  # what vLLM derived from the model
         return self._max_length
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, left_truncate_len: int | None = None,
@@ -277,9 +311,15 @@ class LogprobVLLM(TemplateLM):
         stops = [s for s in handle_stop_sequences(gen_kwargs.pop("until", None), eos=eos) if s and s != eos]
         params = vllm.SamplingParams(
             n=n, temperature=temperature, top_k=TOP_K_DISABLED, top_p=1.0, max_tokens=max_new, stop=stops,
-            seed=seed, logprobs=0,
+            seed=seed, logprobs=0, **self._stop_tokens(),
         )
         return params, max_new
+
+    def _stop_tokens(self) -> dict[str, Any]:
+        """The tokenizer's EOS alone (the HF backend's rule), not vLLM's EOS set from generation_config.json."""
+        if self.eot_token_id is None:
+            return {}
+        return {"ignore_eos": True, "stop_token_ids": [self.eot_token_id]}
 
     def generate_until(self, requests: list, disable_tqdm: bool = False) -> list[str]:
         # One vLLM request per distinct request object, asking for as many samples as it occurs.
@@ -323,7 +363,7 @@ class LogprobVLLM(TemplateLM):
             batch = requests[start : start + max(self.batch_size, 1) * 8]
             prompts, spans = [], []
             for _, context_enc, continuation_enc in batch:
-                whole = (context_enc + continuation_enc)[-self.max_length :]
+                whole = (context_enc + continuation_enc)[-(self.max_length - 1) :]  # vLLM refuses max_length
                 prompts.append({"prompt_token_ids": whole})
                 spans.append((whole, len(whole) - len(continuation_enc)))
             outputs = self.model.generate(prompts, params, lora_request=self.lora_request, use_tqdm=False)

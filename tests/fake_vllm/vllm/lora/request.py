@@ -1,8 +1,10 @@
-from dataclasses import dataclass
+from vllm.api import struct
 
 
-@dataclass
-class LoRARequest:
-    lora_name: str
-    lora_int_id: int
-    lora_path: str
+def _checks(self) -> None:
+    if self.lora_int_id < 1:
+        raise ValueError(f"id must be > 0, got {self.lora_int_id}")
+    assert self.lora_path, "lora_path cannot be empty"
+
+
+LoRARequest = struct("LoRARequest", {"__post_init__": _checks})
