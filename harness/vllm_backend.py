@@ -58,6 +58,7 @@ import dataclasses
 import enum
 import gc
 import json
+import math
 import types
 import typing
 from collections import defaultdict
@@ -181,7 +182,7 @@ def accepts(kind: Any, value: Any) -> bool:
     if kind is typing.Any or isinstance(kind, str):
         return True
     if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if kind is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if isinstance(kind, type) and issubclass(kind, enum.Enum):

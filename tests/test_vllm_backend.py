@@ -363,6 +363,7 @@ def test_prompts_fit_vllms_length_limit(fake_vllm, tiny_model):
     ("max_lora_rank=24", "max_lora_rank takes one of 1, 8, 16"),
     ("enable_prefix_caching=2", "takes bool"),
     ("kv_cache_memory_bytes=1.5", "takes int"),
+    ("gpu_memory_utilization=nan", "takes float"),
 ])
 def test_backend_args_are_checked_against_vllms_types(fake_vllm, args, message):
     from si_bench.errors import SIBenchError
