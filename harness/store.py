@@ -336,9 +336,12 @@ def _cells(values: list) -> list:
     return values
 
 
+_JSON = json.JSONEncoder(sort_keys=True).encode  # json.dumps(value, sort_keys=True), without an encoder per call
+
+
 def _cell(value: Any) -> Any:
     if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True)
+        return _JSON(value)
     return value
 
 
