@@ -32,6 +32,7 @@ bench: install
 	$(PY) bench/bench_evaluate.py
 	$(PY) bench/bench_fit.py
 	$(PY) bench/bench_measures.py
+	nice $(PY) bench/bench_store.py
 
 # Rebuild the published leaderboard/ from the parquet export it ships with (no store needed).
 leaderboard: install

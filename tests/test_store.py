@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+import time
 from datetime import datetime
+from pathlib import Path
 
 import duckdb
 import pytest
 
 from si_bench import store
 from si_bench.errors import SIBenchError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_v1(path: str) -> None:
@@ -77,6 +83,31 @@ def test_a_failed_write_leaves_nothing_half_written(tmp_path):
             store.upsert(con, "samples", rows[:500])
             store.upsert(con, "samples", [*rows[500:700], {**rows[700], "nll": "not a number"}, *rows[701:]])
     assert table(db, "samples", "prompt_id") == []
+
+
+def test_the_store_benchmark_runs_at_its_tiny_size(tmp_path, capsys, monkeypatch):
+    """bench/bench_store.py end to end on a tiny store, each command in this process."""
+    from si_bench.cli import app
+
+    spec = importlib.util.spec_from_file_location("bench_store", ROOT / "bench" / "bench_store.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclasses look their module up
+    spec.loader.exec_module(bench)
+
+    def in_process(args):
+        started = time.perf_counter()
+        app(args, standalone_mode=False)
+        return time.perf_counter() - started, None, None
+
+    report = bench.main(["--tiny", "--dir", str(tmp_path)], run=in_process)
+    scale = bench.TINY
+    [write] = [r for r in report.rows if r.what.startswith("write")]
+    assert write.rows == 2 * scale.runs * scale.steps * scale.prompts * scale.samples  # samples and verdicts
+    assert bench.counts(tmp_path / "bench.duckdb")["samples"] == (
+        write.rows // 2 + scale.evaluate_prompts * scale.samples)
+    assert {r.what.split(" ")[0] for r in report.rows} >= {"sql:", "runs", "summary:", "fit", "leaderboard",
+                                                           "check_intact", "import", "evaluate"}
+    assert "rows/s" in capsys.readouterr().out
 
 
 def table(db: str, name: str, columns: str) -> list[tuple]:
