@@ -114,6 +114,8 @@ PATH_CASES = [(command, name, [flag, value]) for command in sorted(COMMANDS) for
 FAR_CASES = [(command, name, [flag, value]) for command in sorted(COMMANDS)
              for name, flag in bounded_options(command) for value in FAR]
 # A backend argument's value is checked against the kind the backend's parameter takes, and bounded.
+FAR_CASES += [("run", "seeds", ["--seeds", f"1,{'1' + '0' * 23}"]),
+              ("run", "seeds", ["--seeds", ",".join(map(str, range(1001)))])]
 FAR_CASES += [(command, "backend_args", ["--backend-args", f"max_length={value}"]) for command in ("evaluate", "run")
               for value in (*FAR, "abc")]
 
@@ -142,7 +144,7 @@ def _too_slow(signum, frame):
 
 ALL_CASES = CASES + PATH_CASES + FAR_CASES
 ALL_IDS = ([f"{c}-{o}" for c, o, _ in CASES] + [f"{c}-{o}-path{i % 3}" for i, (c, o, _) in enumerate(PATH_CASES)]
-           + [f"{c}-{o}-far{a[1]}" for c, o, a in FAR_CASES])
+           + [f"{c}-{o}-far{a[1][:30]}" for c, o, a in FAR_CASES])
 
 
 @pytest.mark.parametrize("command, option, args", ALL_CASES, ids=ALL_IDS)

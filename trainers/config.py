@@ -17,12 +17,13 @@ from si_bench.devices import LEGACY_SETTINGS
 from si_bench.errors import SIBenchError
 from si_bench.evaluation import EvalConfig, SamplingConfig
 from si_bench.fit import allocation_shares
-from si_bench.options import Options, differs, option
+from si_bench.options import SEED_MAX, Options, differs, option
 
 MODES = ("regenerate", "fixed")
 MAX_ROUNDS = 1000  # each round fine-tunes and measures: a thousand is past any run that could finish
 MAX_RANK = 4096  # a LoRA rank (and its alpha) past the width of any model si-bench can load
 MAX_LEARNING_RATE = 1.0  # SFT with Adam diverges long before
+MAX_REPLICATES = 1000  # --seeds: each is a whole run (a sweep's default --max-jobs)
 MAX_SFT_BATCH = 4096  # rows per SFT step (batch, and batch x accumulation): past what an accelerator holds
 RETIRED_FIELDS = ("extra",)  # in configs stored by earlier versions; never part of a run id
 
@@ -141,6 +142,8 @@ def parse_seeds(text: str) -> list[int]:
         raise SIBenchError(f"--seeds must be comma-separated integers, got {text!r}") from None
     if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
         raise SIBenchError(f"--seeds must be distinct integers >= 0, got {text!r}")
+    if max(seeds) > SEED_MAX or len(seeds) > MAX_REPLICATES:
+        raise SIBenchError(f"--seeds takes at most {MAX_REPLICATES} seeds, each at most {SEED_MAX}")
     return seeds
 
 
