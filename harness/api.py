@@ -32,7 +32,7 @@ Log = Callable[[str], None]
 def evaluate(cfg: EvalConfig | None = None, *, db: str = store.DEFAULT_DB, progress: Any = None) -> EvalResult:
     """Run (or resume, or look up) one evaluation: sample, self-verify, pick, measure, store."""
     store.check_writable(db)
-    store.check_intact(db)
+    store.check_store(db)
     return evaluation.evaluate(cfg, db=db, progress=progress)
 
 
@@ -43,7 +43,7 @@ def run(cfg: SelfImproveConfig, *, seeds: list[int] | None = None, db: str = sto
     from dataclasses import replace
 
     store.check_writable(db)
-    store.check_intact(db)
+    store.check_store(db)
     jobs = [SelfImproveRun(replace(cfg, seed=seed), db, workdir=workdir, progress=progress, log=log)
             for seed in seeds or [cfg.seed]]  # every seed's input checked before any work
     with ExitStack() as held:  # and every seed's run free of another writer
@@ -66,18 +66,20 @@ def sweep(cfg: SweepConfig, *, db: str = store.DEFAULT_DB, progress: Any = None,
           log: Log = print) -> list[JobOutcome]:
     """Run a sweep's jobs not yet done (locally or on Ray), merging each finished shard into db; one outcome per
     job of the grid: done, skipped (done before) or failed with its error."""
+    store.check_store(db)
     return run_sweep(cfg, db, progress=progress, log=log)
 
 
 def train_round(run_id: str, *, db: str = store.DEFAULT_DB, workdir: str | None = None, progress: Any = None,
                 log: Log = print) -> int:
     """One more round (or half epoch) of an existing run, with its test measurement; returns the step number."""
-    store.check_intact(db)
+    store.check_store(db)
     return SelfImproveRun.load(run_id, db, workdir=workdir, progress=progress, log=log).next_step()
 
 
 def list_runs(db: str = store.DEFAULT_DB):
     """Runs with model, dataset, mode, progress and status (a DataFrame)."""
+    store.check_store(db)
     return store.runs_frame(db)
 
 
@@ -95,7 +97,7 @@ def fit(db: str = store.DEFAULT_DB, options: FitOptions | None = None, *, group_
         save: bool = True) -> dict:
     """Fit every stored trajectory (saved into `fits`); {"db", "unit", "n_fitted", "trajectories": [...]}."""
     options = options or FitOptions()
-    store.check_intact(db)
+    store.check_store(db)
     entries = fit_store(db, options, group_by=group_by, save=save)
     return {"db": str(db), "unit": options.unit, "n_fitted": sum(e.result is not None for e in entries),
             "trajectories": [e.to_json() for e in entries]}
@@ -125,7 +127,7 @@ def leaderboard(db: str | None = store.DEFAULT_DB, out_dir: str | Path = "leader
     out = board.output_dir(out_dir)
     if from_parquet is not None:
         return board.publish_from(Path(from_parquet), out)
-    store.check_intact(db)
+    store.check_store(db)
     options = options or FitOptions()
     entries = fit_store(db, options, group_by="seed", save=False)
     rows = trajectories.fit_rows(entries)
@@ -147,8 +149,8 @@ def import_store(source_db: str | Path, target_db: str | Path = store.DEFAULT_DB
     A row that differs in both stores refuses the import unless on_conflict is "theirs" or "ours"."""
     from contextlib import ExitStack
 
-    store.check_intact(source_db)
-    store.check_intact(target_db)
+    store.check_store(source_db)
+    store.check_store(target_db)
     with ExitStack() as held:  # the runs it brings steps of are not being advanced here meanwhile
         for run_id in store.run_ids(source_db):
             held.enter_context(locks.run_lock(target_db, run_id))

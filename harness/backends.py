@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable
 
 from si_bench.errors import SIBenchError
@@ -38,6 +39,8 @@ class Backend:
     # (function(lora_rank) -> settings for create()) and give back accelerator memory while a run fine-tunes.
     serving: str | None = None
     pause: str | None = None
+    # "module:function(path)": what the backend needs of a model directory, checked before any work.
+    check_model: str | None = None
 
     @property
     def installed(self) -> bool:
@@ -65,7 +68,8 @@ BACKENDS: dict[str, Backend] = {
                         "max_loras", "max_lora_rank", "max_cpu_loras", "enable_sleep_mode", "disable_log_stats",
                         "block_size", "distributed_executor_backend"}),
                     serving="si_bench.vllm_backend:adapter_serving", pause="si_bench.vllm_backend:pause_engine"),
-    "mock": Backend("si_bench.mock_backend:ScriptedLM"),  # a scripted model directory: texts, log-probs, scores
+    # a scripted model directory: texts, log-probs, scores
+    "mock": Backend("si_bench.mock_backend:ScriptedLM", check_model="si_bench.mock_backend:read_script"),
 }
 
 
@@ -145,6 +149,13 @@ def pause(name: str) -> None:
     target = get_backend(name).pause
     if target and target.partition(":")[0] in sys.modules:  # only a backend that was loaded holds memory
         _resolve(target)()
+
+
+def check_model(name: str, path: str) -> None:
+    """The model directory is one backend `name` can load (a scripted model for mock), before anything is written."""
+    target = get_backend(name).check_model
+    if target:
+        _resolve(target)(Path(path))
 
 
 def load_lm(name: str, path: str, adapter: str | None, **settings) -> SamplingBackend:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from si_bench import faults, store
-from si_bench.backends import args_in_id, check_backend_args, get_backend, parse_backend_args
+from si_bench.backends import args_in_id, check_backend_args, check_model, get_backend, parse_backend_args
 from si_bench.datasets import DATASETS, MAX_PROMPTS, Dataset, Prompt, get_dataset, sample_prompts
 from si_bench.devices import DTYPES, Placement, check_device, resolve
 from si_bench.errors import SIBenchError
@@ -170,6 +170,7 @@ class Evaluation:
         self.dataset = get_dataset(cfg.dataset)
         self.method: VerifierMethod = get_verifier(cfg.verifier)
         self.model = model or resolve_model(cfg.model)
+        check_model(cfg.backend, self.model.path)
         self.prompts = prompts if prompts is not None else select_prompts(cfg)
         if not self.prompts:
             raise SIBenchError(f"no prompts to evaluate in {cfg.dataset}/{cfg.split}")

@@ -1,7 +1,8 @@
-"""Deterministic fault injection for resume tests: SI_BENCH_FAIL_AT="point:n[:kill|:enospc|:stop]".
+"""Deterministic fault injection for resume tests: SI_BENCH_FAIL_AT="point:n[:kill|:enospc|:dbfull|:stop]".
 
 At the n-th time `point(name)` is reached, raise `InjectedFault`; with `:kill`, SIGKILL this process (a
-real crash); with `:enospc`, raise the OSError a full disk raises; with `:stop`, SIGSTOP this process (alive and
+real crash); with `:enospc`, raise the OSError a full disk raises (`:dbfull`: the error DuckDB raises when its
+write-ahead log meets one); with `:stop`, SIGSTOP this process (alive and
 holding what it holds, mid-work, until a SIGCONT: a concurrent second process meets it there).
 Costs one dictionary lookup when unset.
 """
@@ -35,6 +36,11 @@ def point(name: str) -> None:
         if mode == "stop":
             os.kill(os.getpid(), signal.SIGSTOP)
             return
+        if mode == "dbfull":
+            import duckdb
+
+            raise duckdb.TransactionException(f'TransactionContext Error: Failed to commit: could not write to file '
+                                              f'"{name}.wal": {os.strerror(errno.ENOSPC)}')
         if mode == "enospc":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
         raise InjectedFault(f"injected fault at {name} #{_reached[name]}")

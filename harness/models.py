@@ -168,10 +168,21 @@ def resolve_model(spec: str) -> ModelRef:
         if SCRIPT_KEY not in _json_file(path / "config.json"):  # a scripted model's script is its weights
             _check_weights(path)
         return ModelRef(spec, str(path))
-    if path.exists() or spec.startswith((".", "/")) or spec.count("/") != 1:
+    if not _is_hub_id(spec):
         raise SIBenchError(f"unknown model {spec!r}: not a preset ({', '.join(PRESETS)}), a model directory or a "
                            "hub id")
     return ModelRef(spec, str(_from_hub(spec)))
+
+
+def _is_hub_id(spec: str) -> bool:
+    return not Path(spec).expanduser().exists() and not spec.startswith((".", "/")) and spec.count("/") == 1
+
+
+def check_spec(spec: str) -> None:
+    """`spec` can name a model, checked without building a preset or looking for a hub id (which a job on another
+    machine may find): a path must hold a model."""
+    if spec not in PRESETS and not _is_hub_id(spec):
+        resolve_model(spec)
 
 
 SCRIPT_KEY = "si_bench_scripted_model"  # the config.json key of a scripted model (si_bench.mock_backend)

@@ -19,7 +19,8 @@ from typing import Any, Iterator, Sequence
 
 import duckdb
 
-from si_bench.errors import SIBenchError
+from si_bench import faults
+from si_bench.errors import RESUMES, EnvironmentFailure, SIBenchError, environment_reason
 from si_bench.options import Options, option
 
 DEFAULT_DB = "si-bench.duckdb"
@@ -187,11 +188,14 @@ def _connect(path: str | Path, read_only: bool, config: dict | None = None) -> d
             return duckdb.connect(str(path), read_only=read_only, config=config or {})
         except duckdb.Error as exc:
             if not isinstance(exc, duckdb.IOException) or "lock" not in str(exc).lower():
-                raise SIBenchError(f"cannot open database {path}: {str(exc).splitlines()[0]}") from None
+                why = f"cannot open database {path}: {str(exc).splitlines()[0]}"
+                if environment_reason(exc):  # the machine, not the input: a permission lost mid-work, a full disk
+                    raise EnvironmentFailure(f"{why}; {RESUMES}") from None
+                raise SIBenchError(why) from None
             if time.monotonic() > deadline:
-                raise SIBenchError(
-                    f"database {path} is held by another process (tried for {LOCK_RETRY_SECONDS:.0f} s)"
-                ) from None
+                raise EnvironmentFailure(
+                    f"database {path} is held by another process (tried for {LOCK_RETRY_SECONDS:.0f} s); {RESUMES} "
+                    "once it is free") from None
             time.sleep(0.2)
 
 
@@ -209,6 +213,11 @@ def _writable(path: Path) -> bool:
 
 
 def migrate(con: duckdb.DuckDBPyConnection) -> None:
+    tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE "
+                                        "database_name = current_database()").fetchall()}
+    if tables and "schema_version" not in tables:
+        raise SIBenchError("the database is not an si-bench store (it has tables but no schema_version); "
+                           "it was not changed: give another --db")
     con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)")
     current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
     if current > SCHEMA_VERSION:
@@ -243,6 +252,7 @@ def write(path: str | Path = DEFAULT_DB) -> Iterator[duckdb.DuckDBPyConnection]:
         con.execute("BEGIN")
         try:
             yield con
+            faults.point("store_commit")
         except BaseException:
             con.execute("ROLLBACK")
             raise
@@ -345,6 +355,22 @@ def _cell(value: Any) -> Any:
     return value
 
 
+def check_store(path: str | Path) -> None:
+    """Every command's check before it uses a store, readers included: a DuckDB file that is not an si-bench store,
+    one of a newer schema, or a damaged one is one clear error, and is left as it was. A store that does not exist
+    yet passes (a writer creates it; a reader then says there is none)."""
+    if not Path(path).exists():
+        return
+    version = schema_version(path)
+    if version is None:
+        raise SIBenchError(f"{path} is a DuckDB database but not an si-bench store (it has no schema_version "
+                           "table); it was not changed: give another --db")
+    if version > SCHEMA_VERSION:
+        raise SIBenchError(f"the store {path} has schema v{version}, newer than this si-bench (v{SCHEMA_VERSION}); "
+                           "it was not changed: upgrade si-bench")
+    check_intact(path)
+
+
 def check_intact(path: str | Path) -> None:
     """Read every row of every table once: a truncated or corrupted store is one clear error before any work,
     not a traceback after it. A store that does not exist yet is intact."""
@@ -396,6 +422,7 @@ def user_query(path: str | Path, sql: str, limits: SqlStatement | None = None):
     if statements[0].type not in USER_STATEMENTS:
         raise SIBenchError(f"only SELECT (or EXPLAIN) is allowed, not {statements[0].type.name}: the store is "
                            "read-only here")
+    check_store(path)
     limits = limits or SqlStatement(query=sql)
     with read(path, config={**USER_LIMITS, "memory_limit": f"{limits.memory_limit * 1024:.0f}MB"}) as con:
         for statement in SEALED:

@@ -27,6 +27,7 @@ import math
 import os
 import socket
 import time
+import types
 import typing
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,8 +37,10 @@ from typing import Any, Callable, Iterator
 from si_bench import store
 from si_bench.errors import SIBenchError
 from si_bench.merge import merge
+from si_bench.models import check_spec
 from si_bench.options import Options, check_directory, option
 from si_bench.trainers.config import SelfImproveConfig
+from si_bench.trainers.external import SOURCES
 
 EXECUTORS = ("local", "ray")
 AXES = {"models": "model", "datasets": "dataset", "verifiers": "verifier", "seeds": "seed"}
@@ -167,18 +170,54 @@ def _settings(spec: dict, path) -> dict[str, list]:
         values = value if isinstance(value, list) else [value]
         if not values:
             raise SIBenchError(f"sweep spec {path}: {key} has no values")
-        out[name] = [_coerced(v, hints[name]) for v in values]
+        try:
+            out[name] = [_coerced(name, v, hints[name]) for v in values]
+        except SIBenchError as exc:
+            raise SIBenchError(f"sweep spec {path}: {exc}") from None
+    for model in {*out.get("model", []), *(e for e in out.get("external", []) if e and e not in SOURCES)}:
+        try:
+            check_spec(model)
+        except SIBenchError as exc:
+            raise SIBenchError(f"sweep spec {path}: {exc}") from None
     return out
 
 
-def _coerced(value: Any, hint: Any) -> Any:
-    """YAML reads 5e-4 as a string; a float setting takes it as the number it means."""
-    if hint in (float, float | None) and isinstance(value, (int, str)) and not isinstance(value, bool):
+def _coerced(name: str, value: Any, hint: Any) -> Any:
+    """A spec value as its `run` option takes it, or one clear error before any job: YAML reads 5e-4 as a string,
+    which a float setting takes as the number it means; 2.5 samples, a model that is not text, or a list where
+    one value goes are refused."""
+    kinds = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    for kind in kinds:
+        taken = _as_kind(value, kind)
+        if taken is not _REFUSED:
+            return taken
+    wanted = " or ".join(_KIND_NAMES.get(k, getattr(k, "__name__", str(k))) for k in kinds)
+    raise SIBenchError(f"{name} takes {wanted}, not {value!r}")
+
+
+_REFUSED = object()
+_KIND_NAMES = {str: "text (quote a number)", int: "a whole number", float: "a number", bool: "true or false",
+               type(None): "null"}
+
+
+def _as_kind(value: Any, kind: Any) -> Any:
+    if kind is type(None):
+        return None if value is None else _REFUSED
+    if kind is bool or isinstance(value, bool):  # YAML's true/false is no number, and a number no switch
+        return value if kind is bool and isinstance(value, bool) else _REFUSED
+    if kind is int:
+        return value if isinstance(value, int) else _REFUSED
+    if kind is float and isinstance(value, (int, float, str)):
         try:
             return float(value)
         except ValueError:
-            return value
-    return value
+            return _REFUSED
+    if kind is str:
+        return value if isinstance(value, str) else _REFUSED
+    if typing.get_origin(kind) is list and isinstance(value, list):
+        items = [_as_kind(v, typing.get_args(kind)[0]) for v in value]
+        return _REFUSED if _REFUSED in items else items
+    return _REFUSED
 
 
 def _check_distinct(jobs: list[Job], path) -> None:

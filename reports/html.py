@@ -7,7 +7,7 @@ from html import escape
 
 import pandas as pd
 
-from si_bench.reports.tables import interval_text
+from si_bench.reports.tables import interval_text, terminal_text
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 24px; color: #222; }
@@ -35,7 +35,7 @@ TEXT_COLUMNS = {"model", "data", "verifier", "mode", "law", "note"}
 
 
 def _e(x) -> str:
-    return escape("" if x is None else str(x), quote=True)
+    return escape("" if x is None else terminal_text(x), quote=True)
 
 
 def _fit_details(fit: dict, source: str) -> str:

@@ -21,7 +21,7 @@ from tabulate import tabulate
 from si_bench.errors import SIBenchError
 from si_bench.fit import clean
 from si_bench.options import Options, check_directory, check_output, option
-from si_bench.reports.tables import frame_records, interval_text, is_missing, safe_csv_frame, terminal_text
+from si_bench.reports.tables import frame_records, interval_text, is_missing, terminal_text, to_csv
 from si_bench.trajectories import FitEntry
 
 KINDS = ("summary", "fits", "curves", "meta")
@@ -331,7 +331,7 @@ def render(frames: dict[str, pd.DataFrame], out_dir: Path) -> dict:
     files = []
     md = markdown(table, unit)
     (out_dir / "leaderboard.md").write_text(md, encoding="utf-8")
-    safe_csv_frame(table).to_csv(out_dir / "leaderboard.csv", index=False)
+    to_csv(table, out_dir / "leaderboard.csv")
     (out_dir / "leaderboard.json").write_text(
         json.dumps({"unit": unit, "rows": frame_records(table)}, allow_nan=False, indent=1) + "\n", encoding="utf-8")
     files += ["leaderboard.md", "leaderboard.csv", "leaderboard.json"]

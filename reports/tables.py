@@ -3,6 +3,7 @@ control characters never reach a terminal, and a CSV cell never starts a spreads
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import re
@@ -32,8 +33,13 @@ class JsonOutput(Options):
     as_json: bool = option(False, "Print JSON instead of tables.", flag="--json")
 
 
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# The one rule for text that leaves si-bench (terminal, log, CSV, Markdown, HTML): no C0/C1 control characters
+# (escape sequences, BEL, CR, LF) and no invisible Unicode that reorders or hides text (bidi overrides, zero
+# width, line separators). CSV keeps tab and line breaks (data: as LF, which quotes their cell) and loses the rest.
+_INVISIBLE = "\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
+CONTROL = re.compile(f"[\x00-\x1f\x7f-\x9f{_INVISIBLE}]+")
+CSV_CONTROL = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_INVISIBLE}]+")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
 
 
 def _clean(value):
@@ -52,17 +58,31 @@ def _clean(value):
 
 
 def terminal_text(value) -> str:
-    """Text for a terminal: control characters (escape sequences, newlines) become one space."""
+    """Text for a terminal, a log, Markdown or HTML: control characters (escape sequences, newlines) become one
+    space."""
     return CONTROL.sub(" ", str(value))
 
 
 def csv_safe(value):
-    """A spreadsheet opens a cell starting with = + - @ as a formula: such text gets a leading quote."""
-    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
+    """A CSV cell: line breaks as LF (a bare CR would end the row for some readers but is not quoted), other control
+    characters but tab dropped, and text a spreadsheet would open as a formula (starting with = + - @ or a line
+    break) given a leading quote."""
+    if not isinstance(value, str):
+        return value
+    value = CSV_CONTROL.sub(" ", value.replace("\r\n", "\n").replace("\r", "\n"))
+    return "'" + value if value.startswith(FORMULA_START) else value
 
 
 def safe_csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.astype(object).map(csv_safe)
+    """Every cell and every header cell made safe by csv_safe."""
+    safe = frame.astype(object).map(csv_safe)
+    safe.columns = [csv_safe(str(c)) for c in frame.columns]
+    return safe
+
+
+def to_csv(frame: pd.DataFrame, path=None) -> str | None:
+    """The one way si-bench writes CSV: safe cells, every cell holding a line break quoted."""
+    return safe_csv_frame(frame).to_csv(path, index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
 
 
 def interval_text(q: dict | None, digits: int = 3, pct: bool = False) -> str:
@@ -86,7 +106,7 @@ def frame_records(frame: pd.DataFrame) -> list[dict]:
 
 def render_frame(frame: pd.DataFrame, format: str = "table") -> str:
     if format == "csv":
-        return safe_csv_frame(frame).to_csv(index=False).rstrip("\n")
+        return to_csv(frame).rstrip("\n")
     if format == "json":
         return json.dumps(frame_records(frame), allow_nan=False, default=str)
     cells = [[None if is_missing(v) else (terminal_text(v) if isinstance(v, str) else _clean(v)) for v in row]

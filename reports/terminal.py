@@ -114,7 +114,7 @@ def fit_report(j: dict, title: str = "") -> str:
     lines = []
     echo = lines.append
     if title:
-        echo(f"\n== {title} ==")
+        echo(f"\n== {terminal_text(title)} ==")
     rows = [(k, interval_text(j[k], 4), interval_text(j[k]["coupled_law"], 4) if "coupled_law" in j[k] else "",
              j[k].get("reason") or "") for k in (
         "rate", "solver_limit", "verifier_limit", "gap_limit", "alpha_over_beta", "alpha_k", "beta_k", "t_to_eps")]
@@ -166,12 +166,12 @@ def store_fits_report(out: dict) -> str:
     """One table per stored trajectory, or the note saying why it was not fitted."""
     lines = []
     for entry in out["trajectories"]:
-        title = entry.get("fit_key", "")
+        title = terminal_text(entry.get("fit_key", ""))
         if entry.get("fit"):
             lines.append(fit_report(entry["fit"], title))
         else:
             lines.append(f"{title}: {entry.get('note', 'not fitted')}")
-    lines.append(f"{out['n_fitted']} trajectories fitted; saved into the fits table of {out['db']}")
+    lines.append(f"{out['n_fitted']} trajectories fitted; saved into the fits table of {terminal_text(out['db'])}")
     return "\n".join(lines)
 
 

@@ -3,16 +3,20 @@ disk mid-work, names that would inject into terminals, and work or values withou
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
+import re
 import shutil
 import sys
 
+import duckdb
 import pytest
 from conftest import run_cli, table_rows
 from synth_store import make_run
 
-from si_bench import store
+from si_bench import faults, store
 from si_bench.cli import main
 
 
@@ -86,6 +90,72 @@ def test_a_damaged_store_is_one_error_before_any_work(stores, tmp_path, monkeypa
     assert not (tmp_path / "new.duckdb").exists()
 
 
+def _truncated(path, mine):
+    shutil.copy(mine, path)
+    with open(path, "r+b") as handle:
+        handle.truncate(os.path.getsize(mine) // 2)
+
+
+def _newer(path, mine):
+    shutil.copy(mine, path)
+    with duckdb.connect(str(path)) as con:
+        con.execute("INSERT INTO schema_version VALUES (99, now())")
+
+
+def _foreign(path, _mine):
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE notes (x VARCHAR); INSERT INTO notes VALUES ('mine')")
+
+
+BAD_STORES = {"truncated": (_truncated, "is damaged"), "newer": (_newer, "has schema v99, newer than this si-bench"),
+              "foreign": (_foreign, "not an si-bench store")}
+STORE_USERS = {
+    "runs": ["runs", "--db", "{bad}"],
+    "sql": ["sql", "SELECT count(*) FROM runs", "--db", "{bad}"],
+    "fit": ["fit", "--db", "{bad}"],
+    "leaderboard": ["leaderboard", "--db", "{bad}", "--out", "{dir}/board"],
+    "evaluate": ["evaluate", "--model", "{model}", "--backend", "mock", "--limit", "2", "--samples", "3", "--db",
+                 "{bad}"],
+    "import from": ["import", "{bad}", "--db", "{dir}/target.duckdb"],
+    "import into": ["import", "{good}", "--db", "{bad}"],
+    "train-round": ["train-round", "--run", "run-1", "--db", "{bad}"],
+}
+
+
+@pytest.fixture(scope="module")
+def good_store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("good") / "si.duckdb"
+    make_run(str(path), "run-1", ts=(0, 1), P=3, n_boot=10)
+    return path
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_STORES))
+@pytest.mark.parametrize("command", sorted(STORE_USERS))
+def test_bad_stores_are_refused_by_every_command_and_left_as_they_were(kind, command, good_store, scripted_model,
+                                                                        tmp_path, monkeypatch, capsys):
+    make, fragment = BAD_STORES[kind]
+    bad = tmp_path / "bad.duckdb"
+    make(bad, good_store)
+    before, good_before = bad.read_bytes(), good_store.read_bytes()
+    args = [a.format(bad=bad, good=good_store, dir=tmp_path, model=scripted_model) for a in STORE_USERS[command]]
+    one_error(*cli(monkeypatch, capsys, *args)[::2], fragment)
+    assert bad.read_bytes() == before and good_store.read_bytes() == good_before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.duckdb"]  # no board/, no target, no WAL
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["evaluate", "--model", "tiny-test", "--backend", "mock", "--limit", "2", "--db", "{dir}/si.duckdb"],
+     "is not a scripted model"),
+    (["run", "--model", "tiny-test", "--backend", "mock", "--rounds", "1", "--db", "{dir}/si.duckdb"],
+     "is not a scripted model"),
+    (["leaderboard", "--db", "{dir}/missing.duckdb", "--out", "{dir}/board"], "missing.duckdb"),
+])
+def test_every_check_comes_before_the_first_write(args, fragment, tiny_model, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    one_error(*cli(monkeypatch, capsys, *[a.format(dir=tmp_path) for a in args])[::2], fragment)
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("content, fragment", [({"config.json": "{}"}, "holds no weight files"),
                                                 ({"config.json": "{not json", "model.safetensors": "x"},
                                                  "not readable JSON")])
@@ -127,12 +197,64 @@ def test_a_full_disk_while_saving_a_checkpoint(tmp_path, tiny_model):
     assert store.query(str(tmp_path / "si.duckdb"), "SELECT status FROM runs").status[0] == "done"
 
 
+@pytest.mark.parametrize("fault", ["store_commit:3:dbfull", "store_commit:3:enospc"])
+def test_a_full_disk_at_a_commit_is_one_line_and_resumes(fault, scripted_model, tmp_path, monkeypatch, capsys):
+    """DuckDB reports a full disk as its own exception type (the WAL could not be written): one line, exit 1."""
+    def evaluate(db):
+        return cli(monkeypatch, capsys, "evaluate", "--model", scripted_model, "--backend", "mock", "--limit", "6",
+                   "--samples", "3", "--n-boot", "10", "--chunk-prompts", "2", "--db", str(db))
+
+    monkeypatch.setenv("SI_BENCH_FAIL_AT", fault)
+    faults.reset()
+    code, _, err = evaluate(tmp_path / "si.duckdb")
+    one_error(code, err, "No space left on device", expected_code=1)
+    assert err.rstrip().endswith("run the same command again to resume")
+    monkeypatch.delenv("SI_BENCH_FAIL_AT")
+    assert evaluate(tmp_path / "si.duckdb")[0] == 0
+    assert evaluate(tmp_path / "clean.duckdb")[0] == 0
+    for table, key in (("samples", "gen_id, prompt_id, sample_idx"), ("metrics", "eval_id, name")):
+        assert table_rows(str(tmp_path / "si.duckdb"), table, key) == table_rows(str(tmp_path / "clean.duckdb"),
+                                                                                 table, key)
+
+
 def test_names_cannot_reach_the_terminal_raw(tmp_path, monkeypatch, capsys):
     db = tmp_path / "si.duckdb"
     make_run(str(db), "evil\x1b[2J\nrun", model="m\x1b]0;owned\x07\nx", ts=(0, 1), P=3, n_boot=10)
     code, out, _ = cli(monkeypatch, capsys, "runs", "--db", str(db))
     assert code == 0 and "\x1b" not in out and "\x07" not in out
     assert len(out.strip().splitlines()) == 3  # header, rule, one row: the newline did not break the table
+
+
+RAW = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202e]")  # what no output may carry (tab and LF are layout)
+EVIL = "m\x1b[31m\x07\x1b]8;;http://x\x1b\\\nnext\r=cmd()\u202e"
+
+
+def test_control_characters_reach_no_output(tmp_path, monkeypatch, capsys):
+    """Names from the store and text from SQL, in every output format: terminal, CSV, JSON, log lines, errors and
+    the leaderboard's Markdown, CSV, JSON and HTML."""
+    db = tmp_path / "si.duckdb"
+    make_run(str(db), EVIL.replace("/", "_"), model=EVIL, ts=(0, 1, 2, 3), P=3, n_boot=10)
+    query = "SELECT chr(27) || '[31mRED' || chr(7) AS x, 'a' || chr(13) || '=cmd()' AS y, 1 AS \"=HYPERLINK(1)\""
+    for args in (["sql", query, "-f", "csv"], ["sql", query], ["sql", query, "-f", "json"], ["runs"],
+                 ["runs", "-f", "csv"], ["runs", "-f", "json"], ["fit"],
+                 ["leaderboard", "--out", str(tmp_path / "board"), "--no-reference", "--n-boot", "10"],
+                 ["train-round", "--run", EVIL]):
+        code, out, err = cli(monkeypatch, capsys, *args, "--db", str(db))
+        assert not RAW.search(out + err), (args, out, err)
+    rows = list(csv.reader(io.StringIO(cli(monkeypatch, capsys, "sql", query, "-f", "csv", "--db", str(db))[1])))
+    assert rows == [["x", "y", "'=HYPERLINK(1)"],
+                    [" [31mRED ", "a\n=cmd()", "1"]]  # the CR kept as a line break, inside its quoted cell
+    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "index.html"):
+        text = (tmp_path / "board" / name).read_text()
+        assert "[31m" in text and not RAW.search(text), name  # the name is there, its escapes are not
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from si_bench.cli._show import log_lines
+
+    console = Console(file=io.StringIO(), width=200)
+    log_lines(Progress(console=console))(f"{EVIL} · step 1: fine-tuning")
+    assert "fine-tuning" in console.file.getvalue() and not RAW.search(console.file.getvalue())
 
 
 def test_simulate_bounds(monkeypatch, capsys):

@@ -180,6 +180,25 @@ def test_spec_errors_are_caught_before_any_work(tmp_path):
         SweepConfig(spec="grid.yaml", gpus=1)
 
 
+@pytest.mark.parametrize("text, fragment", [
+    ("models: [null]\n", "model takes text .*, not None"),
+    ("models: [12]\n", "model takes text .*, not 12"),
+    ("models: [{a: 1}]\n", "model takes text .*, not {'a': 1}"),
+    ("models: [tiny-test]\nrun: {samples: 2.5}\n", "samples takes a whole number, not 2.5"),
+    ("models: [tiny-test]\nrun: {samples: true}\n", "samples takes a whole number, not True"),
+    ("models: [tiny-test]\nrun: {lora: 1}\n", "lora takes true or false, not 1"),
+    ("models: [tiny-test]\nrun: {learning_rate: fast}\n", "learning_rate takes a number, not 'fast'"),
+    ("models: [tiny-test]\nrun: {train_prompts: [[2, 3]]}\n", "train_prompts takes a whole number, not \\[2, 3\\]"),
+    ("models: [tiny-test, ./no/such/model]\n", "unknown model './no/such/model'"),
+    ("models: ['../../../../../../etc']\n", "[./]+etc is a directory but holds no model"),
+])
+def test_spec_values_are_checked_as_their_run_option_takes_them(text, fragment, tmp_path):
+    cfg = SweepConfig(spec=write_spec(tmp_path, text), sweep_dir=str(tmp_path / "sweep"))
+    with pytest.raises(SIBenchError, match=f"sweep spec .*: {fragment}"):
+        sweep(cfg, db=str(tmp_path / "main.duckdb"), log=quiet)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.yaml"]
+
+
 def test_grid_order_and_ids_are_stable(tmp_path):
     spec = write_spec(tmp_path, "models: [tiny-test]\nverifiers: [tf, qe]\nseeds: [0, 1]\nrun: {rounds: 2}\n")
     jobs = read_spec(spec)

@@ -75,6 +75,7 @@ class SelfImproveRun:
         check_directory(self.workdir, "the work directory")
         self.dataset = get_dataset(cfg.dataset)
         self.base = resolve_model(cfg.model)
+        backends.check_model(cfg.backend, self.base.path)
         self.timings: dict[str, float] = {}
         # A backend that can serves every round's adapter on the base model it loads for the first measurement.
         self.serving = backends.serving_settings(cfg.backend, cfg.lora_r if cfg.lora else None)

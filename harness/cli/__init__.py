@@ -14,7 +14,8 @@ import warnings
 import duckdb
 import typer
 
-from si_bench.errors import SIBenchError
+from si_bench.errors import EnvironmentFailure, SIBenchError, environment_reason
+from si_bench.reports.tables import terminal_text
 
 # Our own rich progress bars replace the libraries' tqdm bars (tqdm reads this when it is first imported,
 # which happens only inside the command modules' functions).
@@ -76,12 +77,12 @@ def main() -> None:
         print("error: aborted", file=sys.stderr)
         sys.exit(1)
     except SIBenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except (OSError, duckdb.IOException) as exc:  # the environment failed mid-work (disk full, a vanished mount)
-        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
-        print(f"error: {reason}{where}; what was stored is consistent: run the same command again to resume",
-              file=sys.stderr)
-        sys.exit(1)
+        print(f"error: {terminal_text(exc)}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except (OSError, duckdb.Error) as exc:  # the environment failed mid-work (disk full, a vanished mount)
+        reason = environment_reason(exc)
+        if reason is None:
+            raise
+        print(f"error: {terminal_text(reason)}", file=sys.stderr)
+        sys.exit(EnvironmentFailure.exit_code)
     sys.exit(code if isinstance(code, int) else 0)

@@ -12,10 +12,10 @@ def command(cfg: SelfImproveConfig, replicates: Replicates, placement: RunPlacem
     """Self-improvement: round-0 evaluation plus K rounds of sample -> self-verify -> fine-tune -> evaluate.
     Resumable: the same command continues a killed run."""
     from si_bench import api
-    from si_bench.cli._show import progress_bar, show_run
+    from si_bench.cli._show import log_lines, progress_bar, show_run
 
     with progress_bar() as progress:
         run_ids = api.run(cfg, seeds=replicates.seed_list(), db=where.db, workdir=placement.workdir,
-                          progress=progress, log=progress.console.print)
+                          progress=progress, log=log_lines(progress))
     for run_id in run_ids:
         show_run(run_id, where.db)

@@ -16,11 +16,11 @@ def command(cfg: SweepConfig, where: StoreOptions) -> None:
     import typer
 
     from si_bench import api
-    from si_bench.cli._show import progress_bar
+    from si_bench.cli._show import log_lines, progress_bar
     from si_bench.reports.terminal import print_table, sweep_table
 
     with progress_bar() as progress:
-        outcomes = api.sweep(cfg, db=where.db, progress=progress, log=progress.console.print)
+        outcomes = api.sweep(cfg, db=where.db, progress=progress, log=log_lines(progress))
     print_table(sweep_table(outcomes))
     failed = sum(o.status == "failed" for o in outcomes)
     if failed:
