@@ -128,16 +128,17 @@ def _rate_interval(t, Y, grid, inside, lam_hat, thr, domain, basis, W) -> Interv
     hi_out = grid[np.clip(np.searchsorted(grid, hi_in, side="right"), 0, L - 1)]
     lo_open = np.where(lo_in <= grid[0], SEARCH_BOUND, CLOSED)
     hi_open = np.where(hi_in >= grid[-1], SEARCH_BOUND, CLOSED)
-    lo = _bisect(t, Y, np.log(lo_in), np.log(lo_out), thr, domain, basis, W)
-    hi = _bisect(t, Y, np.log(hi_in), np.log(hi_out), thr, domain, basis, W)
+    lo, hi = _bisect(t, Y, np.log(lo_in), np.log(lo_out), np.log(hi_in), np.log(hi_out), thr, domain, basis, W)
     return Interval(lo=np.where(lo_open, grid[0], lo), hi=np.where(hi_open, grid[-1], hi),
                     lo_open=lo_open, hi_open=hi_open)
 
 
-def _bisect(t, Y, a_in: np.ndarray, b_out: np.ndarray, thr: np.ndarray, domain, basis, W) -> np.ndarray:
-    """Crossing of RSS(lam) = thr between log lam a_in (inside) and b_out (outside), per replicate."""
+def _bisect(t, Y, lo_in, lo_out, hi_in, hi_out, thr: np.ndarray, domain, basis, W):
+    """Crossings of RSS(lam) = thr between log lam *_in (inside) and *_out (outside), per replicate: the low and
+    the high end in one pass (lam (B, 2))."""
+    a_in, b_out = np.column_stack([lo_in, hi_in]), np.column_stack([lo_out, hi_out])
     for _ in range(N_BISECT):
         m = 0.5 * (a_in + b_out)
-        ok = _total(t, Y, np.exp(m)[:, None], domain, basis, W)[:, 0] <= thr
+        ok = _total(t, Y, np.exp(m), domain, basis, W) <= thr[:, None]
         a_in, b_out = np.where(ok, m, a_in), np.where(ok, b_out, m)
-    return np.exp(a_in)
+    return np.exp(a_in[:, 0]), np.exp(a_in[:, 1])

@@ -28,22 +28,109 @@ class VPResult:
     at_bound: np.ndarray  # (B,) bool: optimum at an end of the search range
 
 
+def _profile(X: np.ndarray, Yc: np.ndarray, syy: np.ndarray):
+    """X (B, T) basis per replicate; Yc (B, S, T) centred data; syy (B,) total centred SS."""
+    xbar = X.mean(axis=1, keepdims=True)
+    xc = X - xbar
+    sxx = (xc * xc).sum(axis=1)
+    sxx = np.where(sxx > 1e-300, sxx, np.nan)
+    sxy = (Yc * xc[:, None, :]).sum(axis=2)
+    rss = syy - (sxy**2).sum(axis=-1) / sxx
+    return rss, sxy, sxx, xbar[:, 0]
+
+
+def _vp_unweighted(t: np.ndarray, Y: np.ndarray, basis: Basis, lo: float, hi: float,
+                   n_grid: int = 96, n_iter: int = 22) -> VPResult:
+    """vp_fit without weights: one centring of the basis serves every series (the fast path)."""
+    t = np.asarray(t, dtype=float)
+    Y = np.asarray(Y, dtype=float)
+    if Y.ndim == 2:
+        Y = Y[:, :, None]
+    B, T, S = Y.shape
+    ybar = Y.mean(axis=1, keepdims=True)
+    Yc = np.ascontiguousarray(np.swapaxes(Y - ybar, 1, 2))  # (B, S, T)
+    syy = (Yc * Yc).sum(axis=(1, 2))
+
+    grid = np.exp(np.linspace(np.log(lo), np.log(hi), n_grid))
+    Xg = basis(grid, t)  # (L, T)
+    xc = Xg - Xg.mean(axis=1, keepdims=True)
+    sxx = np.einsum("lt,lt->l", xc, xc)
+    sxx = np.where(sxx > 1e-300, sxx, np.nan)
+    sxy = np.matmul(Yc, xc.T)  # (B, S, L)
+    rss_grid = syy[:, None] - (sxy**2).sum(axis=1) / sxx[None, :]
+    rss_grid = np.where(np.isfinite(rss_grid), rss_grid, np.inf)
+    best = np.argmin(rss_grid, axis=1)
+
+    lg = np.log(grid)
+    a = lg[np.clip(best - 1, 0, n_grid - 1)]
+    b = lg[np.clip(best + 1, 0, n_grid - 1)]
+
+    def f(logtheta: np.ndarray) -> np.ndarray:
+        X = basis_rows(basis, np.exp(logtheta), t)
+        r, *_ = _profile(X, Yc, syy)
+        return np.where(np.isfinite(r), r, np.inf)
+
+    c = b - _GOLD * (b - a)
+    d = a + _GOLD * (b - a)
+    fc, fd = f(c), f(d)
+    for _ in range(n_iter):
+        left = fc < fd
+        b = np.where(left, d, b)
+        a = np.where(left, a, c)
+        new_c = b - _GOLD * (b - a)
+        new_d = a + _GOLD * (b - a)
+        # keep the surviving interior point, evaluate only one new point per replicate
+        c_next = np.where(left, new_c, d)
+        d_next = np.where(left, c, new_d)
+        f_new = f(np.where(left, new_c, new_d))
+        fc, fd = np.where(left, f_new, fd), np.where(left, fc, f_new)
+        c, d = c_next, d_next
+    logtheta = np.where(fc < fd, c, d)
+    # never do worse than the best grid point
+    r_ref = f(logtheta)
+    g_best = rss_grid[np.arange(B), best]
+    use_grid = g_best < r_ref
+    logtheta = np.where(use_grid, lg[best], logtheta)
+
+    theta = np.exp(logtheta)
+    X = basis_rows(basis, theta, t)
+    rss, sxy_b, sxx_b, xbar = _profile(X, Yc, syy)
+    amp = sxy_b / sxx_b[:, None]
+    inter = ybar[:, 0, :] - amp * xbar[:, None]
+    tol = 1e-3
+    at_bound = (logtheta <= lg[0] + tol) | (logtheta >= lg[-1] - tol)
+    return VPResult(theta=theta, intercept=inter, amplitude=amp, rss=rss, at_bound=at_bound)
+
+
 def wls(X: np.ndarray, Y: np.ndarray, W: np.ndarray | None):
-    """Per-series weighted least squares of y = c + a x for every basis row: X (B, L, T), Y (B, T, S),
-    W (B, T, S) weights (1 / se^2; None: all 1). Returns rss, c, a and the intercept's variance factor
-    vc = 1/sum(w) + xbar^2 / Sxx (times the residual variance per unit weight), each (B, S, L)."""
-    if W is None:
-        W = np.ones_like(Y)
-    sw = W.sum(axis=1)  # (B, S)
-    ybar = (W * Y).sum(axis=1) / sw
-    Yc = Y - ybar[:, None, :]
-    WYc = W * Yc
-    xbar = np.einsum("bts,blt->bsl", W, X) / sw[:, :, None]
-    sx2 = np.einsum("bts,blt->bsl", W, X * X)
-    sxx = sx2 - sw[:, :, None] * xbar**2
-    sxx = np.where(sxx > 1e-300 * np.maximum(sx2, 1e-300), sxx, np.nan)
-    sxy = np.einsum("bts,blt->bsl", WYc, X)
-    syy = np.einsum("bts,bts->bs", WYc, Yc)
+    """Per-series weighted least squares of y = c + a x for every basis row: X (B, L, T) or (L, T) shared by
+    all B, Y (B, T, S), W (B, T, S) weights (1 / se^2; None: all 1). Returns rss, c, a and the intercept's
+    variance factor vc = 1/sum(w) + xbar^2 / Sxx (times the residual variance per unit weight), each (B, S, L)."""
+    B, T, S = Y.shape
+    if W is None:  # one centring of x serves every series
+        xbar = X.mean(axis=-1)
+        xc = X - xbar[..., None]
+        sxx = np.einsum("...lt,...lt->...l", xc, xc)
+        ybar = Y.mean(axis=1)
+        Yc = Y - ybar[:, None, :]
+        sxy = np.einsum("blt,bts->bsl", xc, Yc) if X.ndim == 3 else np.einsum("lt,bts->bsl", xc, Yc)
+        xbar = np.broadcast_to(xbar, (B, xbar.shape[-1]))[:, None, :]
+        sxx = np.broadcast_to(sxx, (B, sxx.shape[-1]))[:, None, :]
+        sw = np.full((B, S), float(T))
+        syy = np.einsum("bts,bts->bs", Yc, Yc)
+    else:
+        Xb = X if X.ndim == 3 else X[None]
+        sw = W.sum(axis=1)  # (B, S)
+        ybar = (W * Y).sum(axis=1) / sw
+        Yc = Y - ybar[:, None, :]
+        WYc = W * Yc
+        xbar = np.einsum("bts,blt->bsl", W, np.broadcast_to(Xb, (B,) + Xb.shape[1:])) / sw[:, :, None]
+        sx2 = np.einsum("bts,blt->bsl", W, np.broadcast_to(Xb * Xb, (B,) + Xb.shape[1:]))
+        sxx = sx2 - sw[:, :, None] * xbar**2
+        sxx = np.where(sxx > 1e-12 * np.maximum(sx2, 1e-300), sxx, 0.0)
+        sxy = np.einsum("bts,blt->bsl", WYc, np.broadcast_to(Xb, (B,) + Xb.shape[1:]))
+        syy = np.einsum("bts,bts->bs", WYc, Yc)
+    sxx = np.where(sxx > 1e-300, sxx, np.nan)
     a = sxy / sxx
     rss = syy[:, :, None] - sxy * a
     c = ybar[:, :, None] - a * xbar
@@ -64,12 +151,13 @@ def vp_fit(t: np.ndarray, Y: np.ndarray, basis: Basis, lo: float, hi: float,
     Y = np.asarray(Y, dtype=float)
     if Y.ndim == 2:
         Y = Y[:, :, None]
+    if weights is None:
+        return _vp_unweighted(t, Y, basis, lo, hi, n_grid, n_iter)
     B, T, S = Y.shape
     W = None if weights is None else np.broadcast_to(np.asarray(weights, dtype=float).reshape(-1, T, S), Y.shape)
 
     grid = np.exp(np.linspace(np.log(lo), np.log(hi), n_grid))
-    Xg = np.broadcast_to(basis(grid, t), (B, n_grid, T))
-    rss_grid = _rss(Xg, Y, W)
+    rss_grid = _rss(basis(grid, t), Y, W)
     best = np.argmin(rss_grid, axis=1)
 
     lg = np.log(grid)
