@@ -57,7 +57,7 @@ def _fit_details(fit: dict, source: str) -> str:
     items.append(("R²", ", ".join(f"{k} {v:.3f}" for k, v in r2.items() if v is not None) or "–"))
     adequacy = fit.get("adequacy") or {}
     items.append(("coupled law", "conditional: " + str(adequacy.get("why")) if adequacy.get("conditional")
-                  else "supported by the backtest and the linearisation"))
+                  else "supported (the law test does not reject it)"))
     bt = fit.get("backtest") or {}
     if bt.get("skill_vs_persistence"):
         items.append((f"backtest skill (holdout {bt.get('holdout')})", ", ".join(

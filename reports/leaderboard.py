@@ -42,8 +42,9 @@ COLUMNS = [
     ("law", "coupled law"), ("note", "note"),
 ]
 LEGEND = ("95% intervals; 'open': the data do not determine that end, 'not identified': no limit the data can "
-          "pin down (reasons in leaderboard.csv/.json and each row's section). 'conditional': the coupled law loses "
-          "the forecast backtest or its linearisation disagrees, so its limits hold only if the law does. "
+          "pin down (reasons in leaderboard.csv/.json and each row's section). Limit intervals span the candidate "
+          "laws the data do not reject (coupled, separate exponentials, power laws). 'conditional': an F test "
+          "rejects the coupled law in favour of another. "
           "Reference rows are the paper's curves digitised from its figure (plot units, not measured here).")
 
 

@@ -15,10 +15,11 @@ relative to the best shift's fit (one profile over exponent and shift).
 Chosen by simulation: with the shift fixed at 1, power laws with shift 3 went uncovered (0.87 at 20 points,
 0.74 at 30); with one numerator df the law's own data were called conditional on 10-12% of trajectories.
 
-Why the hull rather than averaging (chosen by simulation, bench/bench_coverage.py): a limit is an
-extrapolation, and laws that fit the observed points equally well extrapolate to different limits; a weighted
-average of their intervals covers the truth only when the weights favour the true law, which 5-20 points
-cannot do (a power law and an exponential fit the same short series within the noise). The hull covers
+Why the hull rather than averaging (reasoned; the hull's coverage is measured by bench/bench_law_coverage.py,
+averaging was not simulated): a limit is an extrapolation, and laws that fit the observed points equally well
+extrapolate to different limits; a weighted average of their intervals covers the truth only when the weights
+favour the true law, which 5-20 points often cannot do (a power law and an exponential fit the same short
+series within the noise). The hull covers
 whenever the true law is not rejected (about 95% of the time) and its own interval covers; the price is that a
 limit opens to the domain edge when a slow law fits as well, which is what the data say.
 """
