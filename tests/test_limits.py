@@ -87,3 +87,20 @@ def test_max_jobs_is_the_grid_ceiling(tmp_path):
     with pytest.raises(SIBenchError, match=r"grid of 3 jobs \(3 seed\), more than --max-jobs 2"):
         read_spec(spec, max_jobs=2)
     assert len(read_spec(spec, max_jobs=3)) == 3
+
+
+def test_the_path_rule_refuses_before_making_anything(tmp_path):
+    from si_bench.errors import SIBenchError
+    from si_bench.options import check_output
+
+    (tmp_path / "a-file").write_text("x")
+    check_output("--out", str(tmp_path / "new"), "directory")  # its folder exists: accepted; the command makes it
+    check_output("--db", str(tmp_path / "new.duckdb"), "file")
+    for value, kind, fragment in [("", "directory", "is empty"), ("  ", "file", "is empty"),
+                                  (str(tmp_path), "file", "is a directory"),
+                                  (str(tmp_path / "a-file"), "directory", "is not a directory"),
+                                  (str(tmp_path / "no" / "such" / "x.png"), "file", "does not exist"),
+                                  (str(tmp_path / "no" / "board"), "directory", "does not exist")]:
+        with pytest.raises(SIBenchError, match=fragment):
+            check_output("--flag", value, kind)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
