@@ -21,12 +21,12 @@ from si_bench.backends import args_in_id, check_backend_args, check_model, get_b
 from si_bench.datasets import DATASETS, MAX_PROMPTS, Dataset, Prompt, get_dataset, sample_prompts
 from si_bench.devices import DTYPES, Placement, check_device, resolve
 from si_bench.errors import SIBenchError
-from si_bench.measures import Measure, compute_measures
+from si_bench.measures import SIGNAL_MEASURES, Measure, compute_measures, verifier_signal
 from si_bench.models import ModelRef, resolve_model
 from si_bench.options import BOOT_MAX, SEED_MAX, Options, option
 from si_bench.select import hybrid_best_of_n
 from si_bench.tasks import TASKS_DIR
-from si_bench.verify import VERIFIERS, VerifierMethod, get_verifier, score_candidates
+from si_bench.verify import VERIFIERS, Candidate, Verifier, get_verifier
 
 FEWSHOT_POOL = 8  # few-shot examples come from a fixed seeded sample of the training split
 MAX_SAMPLES = 1024  # N per prompt: far past the paper's best-of-N, and N x a split's prompts still fits a store
@@ -41,7 +41,9 @@ class SamplingConfig(Options):
     model: str = option("smollm2-135m", "Preset (smollm2-135m, tiny-test), model directory or hub id.")
     dataset: str = option("arith", "Dataset: arith, gsm8k, math or math500.", choices=lambda: DATASETS)
     samples: int = option(4, "N sampled answers per prompt.", min=1, max=MAX_SAMPLES)
-    verifier: str = option("tf", "Self-verification method: tf (True/False) or qe (quality rating).",
+    verifier: str = option("tf", "Self-verification method: tf (True/False), qe (quality rating) or majority "
+                                 "(self-consistency: the share of the N samples with the same answer; no forward "
+                                 "pass).",
                            choices=lambda: VERIFIERS)
     sigma: float = option(0.5, "Verifier score threshold of the hybrid best-of-N pick.", min=0, max=1)
     num_fewshot: int = option(3, "Few-shot examples in the solver prompt.", min=0, max=FEWSHOT_POOL)
@@ -168,7 +170,7 @@ class Evaluation:
         self.cfg, self.db, self.link, self.progress = cfg, db, link, progress
         self.serving = serving or {}  # backend settings of a run that serves its adapters on one base model
         self.dataset = get_dataset(cfg.dataset)
-        self.method: VerifierMethod = get_verifier(cfg.verifier)
+        self.method: Verifier = get_verifier(cfg.verifier)
         self.model = model or resolve_model(cfg.model)
         check_model(cfg.backend, self.model.path)
         self.prompts = prompts if prompts is not None else select_prompts(cfg)
@@ -271,7 +273,32 @@ class Evaluation:
                    AND s.sample_idx = p.sample_idx WHERE p.eval_id = ?""", [self.gen_id, self.eval_id]).fetchall())
             timings = json.loads(con.execute("SELECT timings FROM evaluations WHERE eval_id = ?",
                                              [self.eval_id]).fetchone()[0] or "{}")
+        metrics |= self._missing_signal(metrics)
         return EvalResult(self.eval_id, self.gen_id, self.cfg, metrics, timings, len(self.prompts), 0, 0, picks)
+
+    def _missing_signal(self, metrics: dict[str, Measure]) -> dict[str, Measure]:
+        """An evaluation finished before the verifier's signal was measured gets those figures now, from its stored
+        samples and verdicts with its own seed and --n-boot (so exactly what a fresh one stores), added beside its
+        other metrics, which stay as they are."""
+        missing = [name for name in (*SIGNAL_MEASURES, "verifier_signal") if name not in metrics]
+        if not missing:
+            return {}
+        try:
+            a = self.load_arrays()
+        except SIBenchError:
+            return {}  # its samples or verdicts are not all in this store: the figures stay absent
+        selection = hybrid_best_of_n(a["score"], a["nll"], a["n_tokens"], sigma=self.cfg.sigma)
+        computed = compute_measures(a["nll"], a["n_tokens"], a["correct"], a["score"], selection,
+                                    n_boot=self.cfg.n_boot, seed=self.cfg.seed, sigma=self.cfg.sigma)
+        computed["verifier_signal"] = verifier_signal(computed)
+        added = {name: computed[name] for name in missing if name in computed}
+        with store.write(self.db) as con:
+            store.upsert(con, "metrics", self._metric_rows(added))
+        return added
+
+    def _metric_rows(self, metrics: dict[str, Measure]) -> list[dict]:
+        return [{"eval_id": self.eval_id, "name": name, "value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high,
+                 "n": m.n, "reason": m.reason} for name, m in metrics.items()]
 
     def _chunks(self, items: list) -> list[list]:
         size = self.cfg.chunk_prompts
@@ -315,25 +342,30 @@ class Evaluation:
     def _verify(self) -> int:
         by_id = {p.prompt_id: p for p in self.prompts}
         with store.read(self.db) as con:
-            todo = con.execute(
-                """SELECT s.prompt_id, s.sample_idx, s.text FROM samples s
+            rows = con.execute(
+                """SELECT s.prompt_id, s.sample_idx, s.text, s.answer, v.score IS NULL AS todo FROM samples s
                    LEFT JOIN verdicts v ON v.gen_id = s.gen_id AND v.prompt_id = s.prompt_id
                         AND v.sample_idx = s.sample_idx AND v.verifier_key = ?
-                   WHERE s.gen_id = ? AND v.score IS NULL ORDER BY s.prompt_id, s.sample_idx""",
+                   WHERE s.gen_id = ? ORDER BY s.prompt_id, s.sample_idx""",
                 [self.verifier_key, self.gen_id],
             ).fetchall()
-        todo = [row for row in todo if row[0] in by_id]
+        rows = [row for row in rows if row[0] in by_id]
+        answers: dict[str, list] = {}
+        for pid, _, _, answer, _ in rows:
+            answers.setdefault(pid, []).append(answer)
+        todo = [(pid, k, Candidate(by_id[pid], text, answer, tuple(answers[pid])))
+                for pid, k, text, answer, missing in rows if missing]
         started = time.perf_counter()
         task = self._task("Verifying", len(todo))
         for chunk in self._chunks_of_rows(todo):
-            scores = score_candidates(
-                self.lm, self.method, [(by_id[pid], text) for pid, _, text in chunk], self.fewshot,
+            scores = self.method.verdicts(
+                lambda: self.lm, [c for _, _, c in chunk], self.fewshot,
                 shots=self.cfg.verifier_shots, apply_chat_template=self.cfg.apply_chat_template,
             )
             rows = [
                 {"gen_id": self.gen_id, "verifier_key": self.verifier_key, "prompt_id": pid, "sample_idx": k,
-                 "score": score, "raw": {"method": self.method.name, "choice_logliks": logliks}}
-                for (pid, k, _), (score, logliks) in zip(chunk, scores, strict=True)
+                 "score": score, "raw": raw}
+                for (pid, k, _), (score, raw) in zip(chunk, scores, strict=True)
             ]
             with store.write(self.db) as con:
                 store.upsert(con, "verdicts", rows)
@@ -381,6 +413,7 @@ class Evaluation:
             [[x if x is not None else None for x in row] for row in a["answer"]],
             n_boot=self.cfg.n_boot, seed=self.cfg.seed, sigma=self.cfg.sigma,
         )
+        metrics["verifier_signal"] = verifier_signal(metrics)
         picks = {p.prompt_id: a["text"][i, selection.index[i]] for i, p in enumerate(self.prompts)}
         self.timings["measures_s"] = time.perf_counter() - started
         with store.write(self.db) as con:
@@ -390,11 +423,7 @@ class Evaluation:
                  "score": float(selection.score[i])}
                 for i, p in enumerate(self.prompts)
             ])
-            store.upsert(con, "metrics", [
-                {"eval_id": self.eval_id, "name": name, "value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high,
-                 "n": m.n, "reason": m.reason}
-                for name, m in metrics.items()
-            ])
+            store.upsert(con, "metrics", self._metric_rows(metrics))
             previous = con.execute("SELECT timings FROM evaluations WHERE eval_id = ?", [self.eval_id]).fetchone()[0]
             timings = {**json.loads(previous or "{}"), **{k: v for k, v in self.timings.items() if v > 0.01}}
             con.execute(

@@ -26,7 +26,7 @@ import numpy as np
 from si_bench.resample import resample_counts
 from si_bench.select import Selection, check_candidates, check_sigma, hybrid_best_of_n
 
-__all__ = ["Measure", "compute_measures", "paired_difference", "pass_at_k"]
+__all__ = ["Measure", "compute_measures", "paired_difference", "pass_at_k", "verifier_signal", "SIGNAL_MEASURES"]
 
 CI_LEVEL = 0.95
 MIN_DEFINED_SHARE = 0.5
@@ -296,7 +296,15 @@ def _row_nanmean(x: np.ndarray) -> np.ndarray:
 
 def _verifier_measures(c: _Collector, nll, n_tokens, correct, selection: Selection, solver: tuple) -> None:
     rows, pick = np.arange(nll.shape[0]), np.asarray(selection.index)
-    c.per_prompt("verifier_accuracy", correct[rows, pick].astype(float))
+    picked = correct[rows, pick].astype(float)
+    c.per_prompt("verifier_accuracy", picked)
+    # A random pick of the same candidates is right with the prompt's share of right candidates.
+    c.per_prompt("pick_lift", picked - correct.astype(float).mean(axis=1))
+    # What the NLL tie-break alone would pick (every candidate passing): the picks it did not decide, the score did.
+    by_nll = hybrid_best_of_n(np.ones(nll.shape), nll, n_tokens, 0.0).index == pick
+    passed = ~np.asarray(selection.fallback, dtype=bool)
+    c.per_prompt("picks_by_score", (passed & ~by_nll).astype(float))
+    c.per_prompt("picks_by_nll", (passed & by_nll).astype(float))
     total = c.per_prompt("verifier_uncertainty", nll[rows, pick])
     token = c.per_prompt("verifier_uncertainty_per_token", _per_token(nll, n_tokens)[rows, pick],
                          "no pick has any tokens")
@@ -316,19 +324,34 @@ def _pass_and_majority(c: _Collector, correct, answers, ks: list[int]) -> None:
         c.per_prompt(f"maj@{N}", _majority(answers, correct))
 
 
+def _auroc_measures(c: _Collector, scores, correct) -> None:
+    """Pooled AUROC (every correct candidate against every incorrect one) and within prompts (only pairs of the
+    same prompt: whether the score ranks a prompt's own candidates, which is what a best-of-N pick needs)."""
+    P, N = correct.shape
+    boot, out = c.boot, c.out
+    n_pos = int(correct.sum())
+    if n_pos in (0, P * N):
+        reason = "no correct candidate" if n_pos == 0 else "no incorrect candidate"
+        out["auroc"] = out["auroc_within"] = Measure(None, None, None, P, reason)
+        return
+    A = _auroc_pair_matrix(scores, correct)
+    pos_p = correct.sum(axis=1).astype(float)
+    value = float(_auroc_weighted(np.ones((1, P)), A, pos_p, N - pos_p)[0])
+    out["auroc"] = _finish(boot, value, _auroc_weighted(boot.C, A, pos_p, N - pos_p), P)
+    wins, pairs = np.diag(A), pos_p * (N - pos_p)
+    mixed = int((pairs > 0).sum())
+    if mixed == 0:
+        out["auroc_within"] = Measure(None, None, None, 0, "no prompt has both a correct and an incorrect candidate")
+        return
+    reps = np.full(boot.n_boot, np.nan)
+    np.divide(boot.C @ wins, boot.C @ pairs, out=reps, where=boot.C @ pairs > 0)
+    out["auroc_within"] = _finish(boot, float(wins.sum() / pairs.sum()), reps, mixed)
+
+
 def _score_measures(c: _Collector, scores, correct, sigma: float) -> None:
     P, N = correct.shape
     boot, out, corr_f = c.boot, c.out, correct.astype(float)
-    n_pos = int(correct.sum())
-    if n_pos == 0:
-        out["auroc"] = Measure(None, None, None, P, "no correct candidate")
-    elif n_pos == P * N:
-        out["auroc"] = Measure(None, None, None, P, "no incorrect candidate")
-    else:
-        A = _auroc_pair_matrix(scores, correct)
-        pos_p = correct.sum(axis=1).astype(float)
-        value = float(_auroc_weighted(np.ones((1, P)), A, pos_p, N - pos_p)[0])
-        out["auroc"] = _finish(boot, value, _auroc_weighted(boot.C, A, pos_p, N - pos_p), P)
+    _auroc_measures(c, scores, correct)
     c.per_prompt("brier", ((scores - corr_f) ** 2).mean(axis=1))
     bins = np.clip(np.floor(scores * ECE_BINS).astype(int), 0, ECE_BINS - 1)
     key = (np.arange(P)[:, None] * ECE_BINS + bins).ravel()
@@ -392,6 +415,34 @@ def compute_measures(
     if scores is not None:
         _score_measures(c, scores, correct, sigma)
     return c.out
+
+
+# --------------------------------------------------------------------------- the verifier's signal, in words
+
+# What says whether the verifier score decided anything, stored per evaluation (metrics) and shown by evaluate;
+# `verifier_signal` is the verdict read from them (no interval of its own).
+SIGNAL_MEASURES = ("auroc", "auroc_within", "picks_by_score", "picks_by_nll", "fallback_rate", "pick_lift")
+NO_SIGNAL = "the verifier score carries no signal here; picks follow the lowest NLL"
+SIGNAL_WORDS = {
+    1.0: "the verifier score ranks a prompt's right candidates above its wrong ones",
+    0.0: NO_SIGNAL,
+    -1.0: "the verifier score ranks a prompt's wrong candidates above its right ones",
+}
+
+
+def verifier_signal(metrics: dict[str, Measure]) -> Measure:
+    """The within-prompt AUROC's 95% interval read as a verdict: value 1 (above 0.5), 0 (contains 0.5: no signal)
+    or -1 (below 0.5), and the verdict in words as `reason`; None when the interval is undefined."""
+    within = metrics.get("auroc_within")
+    if within is None or within.ci_low is None:
+        why = within.reason if within is not None else "no verifier scores"
+        return Measure(None, None, None, within.n if within else 0, f"verifier signal undetermined: {why}")
+    flag = 1.0 if within.ci_low > 0.5 else -1.0 if within.ci_high < 0.5 else 0.0
+    words = SIGNAL_WORDS[flag]
+    if flag == 0.0 and (metrics.get("picks_by_nll") or Measure(0.0, None, None, 0)).value < 0.5:
+        words = "the verifier score carries no signal here; its picks are no better than a random one"
+    return Measure(flag, None, None, within.n,
+                   f"{words} (within-prompt AUROC {within.value:.2f} [{within.ci_low:.2f}, {within.ci_high:.2f}])")
 
 
 def paired_difference(before, after, *, n_boot: int = 2000, seed: int = 0) -> Measure:

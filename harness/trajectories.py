@@ -21,7 +21,7 @@ import pandas as pd
 from si_bench import store
 from si_bench.errors import SIBenchError
 from si_bench.fit import MIN_POINTS, UNITS, FitOptions, FitResult, Trajectory, clean, fit_series
-from si_bench.measures import paired_difference
+from si_bench.measures import NO_SIGNAL, paired_difference
 from si_bench.options import Options, option
 
 GROUPINGS = ("run", "seed")
@@ -245,11 +245,13 @@ class FitInput(Options):
 
 @dataclass
 class FitEntry:
-    """One stored trajectory and its fit, or the note saying why it was not fitted."""
+    """One stored trajectory and its fit, or the note saying why it was not fitted; `verifier_signal` carries the
+    verdict of its evaluations' verifier signal into the fit, when some of them have none."""
 
     trajectory: Trajectory
     result: FitResult | None = None
     note: str | None = None
+    verifier_signal: str | None = None
 
     def to_json(self) -> dict:
         tr = self.trajectory
@@ -260,6 +262,8 @@ class FitEntry:
             out["fit"] = self.result.to_json()
         if self.note:
             out["note"] = self.note
+        if self.verifier_signal:
+            out["verifier_signal"] = self.verifier_signal
         return clean(out)
 
 
@@ -281,7 +285,8 @@ def fit_rows(entries: list[FitEntry]) -> list[dict]:
         tr = e.trajectory
         if e.result is None:
             continue
-        info = {"model": tr.model, "mode": tr.mode, "t_unit": tr.t_unit, "n_points": tr.n_points, "runs": tr.run_ids}
+        info = {"model": tr.model, "mode": tr.mode, "t_unit": tr.t_unit, "n_points": tr.n_points, "runs": tr.run_ids,
+                "verifier_signal": e.verifier_signal}
         for row in e.result.rows():
             rows.append({"fit_key": tr.key, "run_id": tr.run_id, "dataset": tr.dataset, "split": tr.split,
                          "verifier": tr.verifier, "unit": tr.unit,
@@ -318,10 +323,38 @@ def fit_store(db, options: FitOptions | None = None, *, group_by: str = "run", s
     One trajectory per (run_id, dataset, split, verifier); group_by="seed" fits the mean of runs that differ
     only in their seed. Trajectories with fewer points come back with a note."""
     options = options or FitOptions()
-    entries = [fit_entry(tr, options) for tr in stored_trajectories(db, options.unit, group_by)]
+    trajectories = stored_trajectories(db, options.unit, group_by)
+    signals = stored_signals(db, [e for tr in trajectories for e in tr.eval_ids])
+    entries = [replace(fit_entry(tr, options), verifier_signal=signal_statement(tr.eval_ids, signals))
+               for tr in trajectories]
     if save:
         save_fits(db, entries, fit_rows(entries))
     return entries
+
+
+# --------------------------------------------------------------------------- the verifier's signal under a fit
+
+
+def stored_signals(db, eval_ids: list[str]) -> dict[str, float | None]:
+    """Each evaluation's `verifier_signal` (1, 0: none, -1; None undetermined); evaluations stored before it was
+    measured are absent."""
+    with store.read(db) as con:
+        rows = con.execute("SELECT eval_id, value FROM metrics WHERE name = 'verifier_signal' AND eval_id IN "
+                           "(SELECT unnest(?::VARCHAR[]))", [sorted(set(eval_ids))]).fetchall()
+    return {eval_id: None if value is None or value != value else float(value) for eval_id, value in rows}
+
+
+def signal_statement(eval_ids: list[str], signals: dict[str, float | None]) -> str | None:
+    """In words, when the verifier score carries no signal in some of a trajectory's evaluations; None when it has
+    signal in every measured one, or none was measured."""
+    measured = [signals[e] for e in eval_ids if signals.get(e) is not None]
+    silent = sum(flag == 0.0 for flag in measured)
+    if not silent:
+        return None
+    if silent == len(measured):
+        return NO_SIGNAL
+    return (f"the verifier score carries no signal in {silent} of {len(measured)} evaluations here; there picks "
+            "follow the lowest NLL")
 
 
 # --------------------------------------------------------------------------- the paper's curves, for reference

@@ -1,15 +1,18 @@
 """Self-verification methods: the same model scores each of its candidates in [0, 1].
 
-A method is an lm-eval multiple-choice task over (prompt, candidate) documents plus a rule turning
-the choices' log-likelihoods into a score. Add a method by adding a task YAML and an entry here.
+A model method (TF, QE) is an lm-eval multiple-choice task over (prompt, candidate) documents plus a rule
+turning the choices' log-likelihoods into a score; add one with a task YAML and an entry here. `majority`
+(self-consistency) needs no forward pass: a candidate's score is the share of its prompt's N samples whose
+extracted answer equals its own. Every method returns (score, raw) per candidate, stored as a verdict.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import re
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 from si_bench import lmeval
 from si_bench.datasets import Prompt
@@ -35,28 +38,86 @@ def expected_rating(logliks: list[float]) -> float:
     return sum(p * i for i, p in enumerate(probs)) / (len(probs) - 1)
 
 
+# The few-shot examples' text is not in the task YAML, so a change to it is a revision that enters the key of
+# few-shot verdicts (zero-shot keys never carry it). Revision 2: a wrong example is wrong throughout.
+FEWSHOT_REVISION = 2
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One candidate to verify: its prompt, its text, and the extracted answers of its prompt's N samples."""
+
+    prompt: Prompt
+    text: str
+    answer: str | None = None
+    answers: tuple[str | None, ...] = ()
+
+
 @dataclass(frozen=True)
 class VerifierMethod:
+    """A verifier that asks the model (an lm-eval multiple-choice task)."""
+
     name: str
     task: str
     score: Callable[[list[float]], float]
     correct_label: dict  # few-shot target fields for a correct / a wrong example
     wrong_label: dict
+    uses_model: bool = True
 
     def key(self, shots: int, apply_chat_template: bool) -> str:
-        """Identifies the verdicts: the method, its prompt (the task YAML's bytes), shots and template."""
+        """Identifies the verdicts: the method, its prompt (the task YAML's bytes and, with shots, the examples'
+        revision), shots and template."""
         yaml_bytes = (TASKS_DIR / f"{self.task}.yaml").read_bytes() + (TASKS_DIR / "_verifier.yaml").read_bytes()
         blob = f"{self.name}|{hashlib.sha256(yaml_bytes).hexdigest()}|{shots}|{apply_chat_template}"
+        if shots:
+            blob += f"|fewshot-r{FEWSHOT_REVISION}"
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+    def verdicts(self, lm, candidates: Sequence[Candidate], train: list[Prompt], *, shots: int,
+                 apply_chat_template: bool) -> list[tuple[float, dict[str, Any]]]:
+        scored = score_candidates(lm(), self, [(c.prompt, c.text) for c in candidates], train, shots=shots,
+                                  apply_chat_template=apply_chat_template)
+        return [(score, {"method": self.name, "choice_logliks": ll}) for score, ll in scored]
 
-VERIFIERS: dict[str, VerifierMethod] = {
+
+def agreement(answer: str | None, answers: Sequence[str | None]) -> float:
+    """Self-consistency: the share of the samples whose extracted answer is `answer` (0 without an answer)."""
+    if answer is None or not answers:
+        return 0.0
+    return sum(a == answer for a in answers) / len(answers)
+
+
+@dataclass(frozen=True)
+class MajorityMethod:
+    """Self-consistency: no prompt, no forward pass; the score is `agreement` over the stored samples."""
+
+    name: str = "majority"
+    uses_model: bool = False
+
+    def key(self, shots: int, apply_chat_template: bool) -> str:
+        """Neither shots nor a template change agreement, so every evaluation shares one key."""
+        return hashlib.sha256(f"{self.name}|agreement-r1".encode()).hexdigest()[:16]
+
+    def verdicts(self, lm, candidates: Sequence[Candidate], train: list[Prompt], *, shots: int,
+                 apply_chat_template: bool) -> list[tuple[float, dict[str, Any]]]:
+        out = []
+        for c in candidates:
+            score = agreement(c.answer, c.answers)
+            out.append((score, {"method": self.name, "agreeing": round(score * len(c.answers)),
+                                "samples": len(c.answers)}))
+        return out
+
+
+Verifier = VerifierMethod | MajorityMethod
+
+VERIFIERS: dict[str, Verifier] = {
     "tf": VerifierMethod("tf", "si_verify_tf", true_probability, {"label": 1}, {"label": 0}),
     "qe": VerifierMethod("qe", "si_verify_qe", expected_rating, {"rating": 4}, {"rating": 0}),
+    "majority": MajorityMethod(),
 }
 
 
-def get_verifier(name: str) -> VerifierMethod:
+def get_verifier(name: str) -> Verifier:
     try:
         return VERIFIERS[name]
     except KeyError:
@@ -64,14 +125,16 @@ def get_verifier(name: str) -> VerifierMethod:
 
 
 def corrupt(prompt: Prompt) -> str:
-    """A wrong candidate for few-shot examples: the reference with its final answer changed."""
+    """A wrong candidate for few-shot examples: the reference with its answer changed wherever it appears as a
+    whole number (the working's result and the final line alike), so the example is wrong throughout."""
     answer = prompt.answer
     try:
         wrong = str(int(float(answer)) + 1 + len(prompt.question) % 7)
     except ValueError:
         wrong = f"{answer} + 1"
-    head, sep, tail = prompt.reference.rpartition(answer)
-    return f"{head}{wrong}{tail}" if sep else f"{prompt.reference}\nThe answer is {wrong}."
+    whole = re.compile(rf"(?<![\w.]){re.escape(answer)}(?![\w]|\.\d)")
+    text, n = whole.subn(lambda _: wrong, prompt.reference)
+    return text if n else f"{prompt.reference}\nThe answer is {wrong}."
 
 
 def fewshot_docs(method: VerifierMethod, train: list[Prompt]) -> list[dict]:

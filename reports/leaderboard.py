@@ -85,6 +85,7 @@ def _meta(entry: FitEntry) -> dict:
     return {"fit_key": tr.key, "run_id": tr.run_id, "model": tr.model, "dataset": tr.dataset, "split": tr.split,
             "verifier": tr.verifier, "mode": tr.mode, "unit": tr.unit, "t_unit": tr.t_unit, "source": tr.source,
             "seeds": len(tr.run_ids) or 1, "n_points": tr.n_points, "t_last": float(tr.t.max()), "note": entry.note,
+            "verifier_signal": entry.verifier_signal,
             "eval_ids": json.dumps(tr.eval_ids),
             "fit_json": json.dumps(res.to_json(), allow_nan=False) if res is not None else None}
 
@@ -246,6 +247,8 @@ def _row(m: dict, obs: pd.DataFrame) -> dict:
     note = None if is_missing(m.get("note")) else str(m["note"])
     row["note"] = "too few points to fit" if note and note.startswith("too few points") else (
         note or (None if fit else "not fitted"))
+    signal = None if is_missing(m.get("verifier_signal")) else str(m["verifier_signal"])
+    row["note"] = "; ".join(n for n in (row["note"], signal) if n) or None
     row.update({"run_id": m["run_id"], "fit_key": m["fit_key"], "plot": f"plots/{slug(m['fit_key'])}.png"})
     return row
 

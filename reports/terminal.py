@@ -18,7 +18,12 @@ HEADLINE = [
     ("G = U_s - U_v", "gap"), ("U_s per token", "solver_uncertainty_per_token"),
     ("U_v per token", "verifier_uncertainty_per_token"), ("G per token", "gap_per_token"),
     ("mean length (tokens)", "solver_length"),
+    ("verifier AUROC, pooled", "auroc"), ("verifier AUROC within prompts", "auroc_within"),
+    ("picks the score decided", "picks_by_score"), ("picks by the lowest-NLL tie-break", "picks_by_nll"),
+    ("picks by fallback (none passed sigma)", "fallback_rate"),
+    ("pick accuracy lift over a random pick", "pick_lift"), ("verifier signal", "verifier_signal"),
 ]
+PICK_SHARES = ("picks_by_score", "picks_by_nll", "fallback_rate")
 
 
 def _safe(text) -> str:
@@ -36,7 +41,10 @@ def measure_rows(metrics: dict) -> Iterable[tuple[str, str, str, str]]:
     for label, key in names + [(k, k) for k in extras]:
         m = metrics[key]
         ci = "" if m.ci_low is None else f"[{fmt(m.ci_low)}, {fmt(m.ci_high)}]"
-        yield label, fmt(m.value), ci, m.reason or ""
+        note = m.reason or ""
+        if key in PICK_SHARES and m.value is not None and not note:
+            note = f"{round(m.value * m.n)} of {m.n} prompts"
+        yield label, fmt(m.value), ci, note
 
 
 def evaluation_table(result) -> Table:
@@ -48,6 +56,9 @@ def evaluation_table(result) -> Table:
     for row in measure_rows(result.metrics):
         table.add_row(*row)
     table.caption = f"eval_id {result.eval_id} · " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items())
+    signal = result.metrics.get("verifier_signal")
+    if signal is not None and signal.value == 0.0:
+        table.caption = f"{signal.reason}\n{table.caption}"
     return table
 
 
@@ -169,6 +180,8 @@ def store_fits_report(out: dict) -> str:
         title = terminal_text(entry.get("fit_key", ""))
         if entry.get("fit"):
             lines.append(fit_report(entry["fit"], title))
+            if entry.get("verifier_signal"):
+                lines.append(f"verifier signal: {entry['verifier_signal']}")
         else:
             lines.append(f"{title}: {entry.get('note', 'not fitted')}")
     lines.append(f"{out['n_fitted']} trajectories fitted; saved into the fits table of {terminal_text(out['db'])}")

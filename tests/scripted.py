@@ -33,11 +33,19 @@ SAMPLES = 3
 PICKS = {0.2: (0, False), 0.5: (2, False), 0.95: (2, True)}
 
 
+NLL_PICK = 0  # what the lowest per-token NLL alone picks: the wrong answer
+
+
 def expected_measures(sigma: float) -> dict[str, float]:
     picked, fallback = PICKS[sigma]
     nll = [-r.logprob for r in SCRIPT]
     right = [r.text != "#### -1" for r in SCRIPT]
     return {
+        "auroc_within": 1.0,
+        "picks_by_score": float(not fallback and picked != NLL_PICK),
+        "picks_by_nll": float(not fallback and picked == NLL_PICK),
+        "pick_lift": right[picked] - sum(right) / SAMPLES,  # against a random pick of the same candidates
+        "verifier_signal": 1.0,  # the within-prompt AUROC's interval is [1, 1]
         "solver_accuracy": sum(right) / SAMPLES,
         "solver_uncertainty": sum(nll) / SAMPLES,
         "verifier_accuracy": float(right[picked]),

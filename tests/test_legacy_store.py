@@ -18,8 +18,9 @@ from si_bench.trainers.config import SelfImproveConfig
 FIXTURE = ROOT / "tests" / "fixtures" / "store-v2.duckdb.gz"
 EVAL = dict(model="tiny-test", dataset="arith", split="test", limit=4, samples=2, max_new_tokens=6, n_boot=20,
             chunk_prompts=2, batch_size=8)
-RUN = dict(model="tiny-test", dataset="arith", mode="regenerate", samples=2, test_limit=4, max_new_tokens=6, n_boot=20,
-           chunk_prompts=2, batch_size=8)
+# The verifier as these runs were made (zero-shot TF), named so that another run default keeps their ids.
+RUN = dict(model="tiny-test", dataset="arith", mode="regenerate", verifier="tf", verifier_shots=0, samples=2,
+           test_limit=4, max_new_tokens=6, n_boot=20, chunk_prompts=2, batch_size=8)
 KILLED_RUN = SelfImproveConfig(**RUN, rounds=2, train_prompts=6, train_batch_size=3)
 FINISHED_RUN = SelfImproveConfig(**RUN, rounds=1, train_prompts=4, train_batch_size=2, seed=1)
 
@@ -35,9 +36,13 @@ def legacy(tmp_path) -> str:
 def test_ids_of_unchanged_settings_are_pinned(legacy, tiny_model):
     assert KILLED_RUN.run_id == "tiny-test-arith-regenerate-s0-c2c30bbe606e"
     assert FINISHED_RUN.run_id == "tiny-test-arith-regenerate-s1-38516faba779"
-    tf = Evaluation(EvalConfig(**EVAL), db=legacy)
+    tf = Evaluation(EvalConfig(**EVAL, verifier_shots=0), db=legacy)
+    assert (tf.gen_id, tf.eval_id) == ("6c895e13601fc058", "7e8fc644635322fa")
+    # Few-shot verdicts changed setting when corrupt() made the wrong example wrong throughout (few-shot revision
+    # 2): their keys moved, so the stored 2-shot evaluations (4cd1396f1493c872, a1bc97ec81deb3a9) are not reused.
+    tf2 = Evaluation(EvalConfig(**EVAL, verifier_shots=2), db=legacy)
     qe = Evaluation(EvalConfig(**EVAL, verifier="qe", sigma=0.9), db=legacy)
-    assert (tf.gen_id, tf.eval_id, qe.eval_id) == ("6c895e13601fc058", "4cd1396f1493c872", "a1bc97ec81deb3a9")
+    assert (tf2.eval_id, qe.eval_id) == ("149641e60da359e3", "4fdb71f93c901fb6")
     assert tiny_model.identity == "0eca8a30655f069b"
 
 
