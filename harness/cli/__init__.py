@@ -70,7 +70,7 @@ def main() -> None:
         code = app(standalone_mode=False)
     except USAGE_ERROR as exc:
         # no command at all is typer's help (no_args_is_help); any other mistake is si-bench's one line
-        print(exc.format_message() if not sys.argv[1:] else f"error: {_one_line(exc.format_message())}",
+        print(exc.format_message() if not sys.argv[1:] else f"error: {terminal_text(_one_line(exc.format_message()))}",
               file=sys.stderr)
         sys.exit(2)
     except typer.Abort:
