@@ -14,7 +14,7 @@ import pandas as pd
 from si_bench import evaluation, locks, store, trajectories
 from si_bench.evaluation import EvalConfig, EvalResult
 from si_bench.fit import FitOptions, SimulateConfig, fit_frame, fit_groups, read_table, simulation, time_column
-from si_bench.merge import merge
+from si_bench.merge import Merged, merge
 from si_bench.reports import leaderboard as board
 from si_bench.sweep import JobOutcome, SweepConfig
 from si_bench.sweep import sweep as run_sweep
@@ -144,9 +144,10 @@ def leaderboard(db: str | None = store.DEFAULT_DB, out_dir: str | Path = "leader
 
 
 def import_store(source_db: str | Path, target_db: str | Path = store.DEFAULT_DB, *,
-                 on_conflict: str = "refuse") -> dict:
-    """Merge another si-bench store into target_db in one transaction; {table: {"added", "updated"}}.
-    A row that differs in both stores refuses the import unless on_conflict is "theirs" or "ours"."""
+                 on_conflict: str = "refuse") -> Merged:
+    """Merge another si-bench store into target_db in one transaction; {table: {"added", "updated"}}, with the
+    generations sampled twice with different texts (`diverged`, kept whole from side `kept`). Any other row that
+    differs in both stores refuses the import unless on_conflict is "theirs" or "ours"."""
     from contextlib import ExitStack
 
     store.check_store(source_db)

@@ -1,15 +1,18 @@
 """`si-bench import`: merge another store into this one, in one transaction.
 
-Two rows are the same row when their key is the same. Two copies of a row conflict when a result value
-differs; timestamps, timings, local paths and provenance (git commit, package versions) are not results,
-and floats equal to 1e-9 (relative) are equal, so shards of the same work done on two machines merge
-cleanly. Progress is not a conflict either: a run further along, or an evaluation finished on one side
-and still running on the other, replaces the copy behind it.
+Two rows are the same row when their key is the same and they hold the same measurement (docs/design.md,
+"The same measurement"): timestamps, timings, local paths and provenance (git commit, package versions, the
+checkpoint that first sampled a generation) are not results, and floats that agree to float32 arithmetic
+(FLOAT_RTOL, FLOAT_ATOL) are equal, so the same work done in two processes or on two machines merges cleanly.
+Progress is not a conflict either: a run further along, or an evaluation finished on one side and still running
+on the other, replaces the copy behind it.
 
-A conflict refuses the whole import by default, naming the first conflicting key; `--on-conflict theirs`
-or `ours` decides instead, and a row family always moves together: a generation with its samples,
-verdicts and the evaluations over them; an evaluation with its metrics and picks; a run with its
-checkpoints, links and training data.
+A generation sampled on both sides with different texts (or verdicts beyond float noise: another CPU can pick
+another token) is kept whole from one side, ours unless `--on-conflict theirs`, with the evaluations over it,
+never mixed, and the result says how many were kept from where. Any other difference is a conflict: it refuses
+the whole import by default, naming the first conflicting key; `--on-conflict theirs` or `ours` decides instead,
+and a row family always moves together: a generation with its samples, verdicts and the evaluations over them;
+an evaluation with its metrics and picks; a run with its checkpoints, links and training data.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ from si_bench.errors import SIBenchError
 from si_bench.options import Options, option
 
 ON_CONFLICT = ("refuse", "theirs", "ours")
+# Float32 noise (docs/design.md, "The same measurement"): a sum of n float32 terms is off by about sqrt(n) eps
+# (eps = 1.2e-7), so 1e-5 covers an NLL summed over thousands of tokens on another CPU's kernels; the 3e-6
+# reported between thread counts on an NLL near 30 is 1e-7. The absolute part is for values near 0 (a gap).
+FLOAT_RTOL, FLOAT_ATOL = 1e-5, 1e-6
 NOT_RESULTS = {"created_at", "updated_at", "finished_at", "fitted_at", "timings", "path", "git_commit", "versions",
                "raw", "hyperparameters"}
 SOURCE = "import_src"
@@ -57,8 +64,9 @@ TABLES = [
     Table("run_evals", ("run_id", "step", "role"), "run_id", ("eval_id", "t", "t_unit")),
     Table("training_data", ("run_id", "step", "prompt_id"), "run_id"),
     # A generation's model is a run checkpoint's local path; its checkpoint_id says which weights it sampled.
-    Table("generations", ("gen_id",), "gen_id",
-          ("checkpoint_id", "backend", "dataset", "split", "n_prompts", "n_samples", "settings")),
+    # Its checkpoint_id is provenance: the same weights reached in two runs give one gen_id (settings name the
+    # weights), and the generation keeps the lineage of the run that sampled it first.
+    Table("generations", ("gen_id",), "gen_id", ("backend", "dataset", "split", "n_prompts", "n_samples", "settings")),
     Table("samples", ("gen_id", "prompt_id", "sample_idx"), "gen_id"),
     Table("verdicts", ("gen_id", "verifier_key", "prompt_id", "sample_idx"), "gen_id"),
     Table("evaluations", ("eval_id",), "eval_id", ("gen_id", "verifier", "verifier_key", "sigma", "settings"),
@@ -66,6 +74,7 @@ TABLES = [
     Table("metrics", ("eval_id", "name"), "eval_id"),
     Table("picks", ("eval_id", "prompt_id"), "eval_id"),
 ]
+SAMPLED = ("samples", "verdicts")  # a difference here is a generation sampled twice, kept whole from one side
 OWN_KEYS = {t.name: t.match for t in TABLES if t.family is None}  # rows that are a family of their own
 # Every table, in an order that keeps references resolvable, with the family key its rows carry.
 FAMILY_KEY = {"prompts": None, "runs": "run_id", "checkpoints": "run_id", "generations": "gen_id",
@@ -79,8 +88,17 @@ AHEAD = {
 }
 
 
-def merge(source_db, target_db=store.DEFAULT_DB, on_conflict: str = "refuse") -> dict:
-    """Merge source_db into target_db; returns {table: {"added": n, "updated": n}}."""
+class Merged(dict):
+    """{table: {"added": n, "updated": n}}, and the generations sampled on both sides with different texts:
+    `diverged` (their gen_ids) were kept whole from side `kept` (ours or theirs)."""
+
+    def __init__(self, counts: dict, diverged: list[str], kept: str):
+        super().__init__(counts)
+        self.diverged, self.kept = diverged, kept
+
+
+def merge(source_db, target_db=store.DEFAULT_DB, on_conflict: str = "refuse") -> Merged:
+    """Merge source_db into target_db; returns {table: {"added": n, "updated": n}} (a `Merged`)."""
     src, dst = Path(source_db), Path(target_db)
     if on_conflict not in ON_CONFLICT:
         raise SIBenchError(f"--on-conflict must be one of {', '.join(ON_CONFLICT)}, got {on_conflict!r}")
@@ -133,8 +151,9 @@ def _columns(con, table: str) -> dict[str, str]:
 
 def _same(column: str, kind: str) -> str:
     if kind == "DOUBLE":
-        return (f"((s.{column} IS NULL AND t.{column} IS NULL) OR "
-                f"abs(s.{column} - t.{column}) <= 1e-9 * greatest(1, abs(t.{column})))")
+        a, b = f"s.{column}", f"t.{column}"
+        return (f"(({a} IS NULL AND {b} IS NULL) OR {a} = {b} OR "
+                f"abs({a} - {b}) <= {FLOAT_ATOL} + {FLOAT_RTOL} * greatest(abs({a}), abs({b})))")
     return f"s.{column}::VARCHAR IS NOT DISTINCT FROM t.{column}::VARCHAR"
 
 
@@ -142,14 +161,17 @@ class _Merge:
     def __init__(self, con, named: Path, on_conflict: str):
         self.con, self.named, self.on_conflict = con, named, on_conflict
         self.counts: dict[str, dict[str, int]] = {}
+        self.diverged: list[str] = []
 
-    def run(self) -> dict:
+    def run(self) -> Merged:
         conflicts = self._conflicts()
-        if self.on_conflict == "theirs":
+        theirs = self.on_conflict == "theirs"
+        if theirs:
             self._replace(conflicts)
-        self._add(skip=conflicts if self.on_conflict == "ours" else {})
-        self._take_progress(skip=conflicts if self.on_conflict == "ours" else {})
-        return dict(sorted(self.counts.items()))
+        skip = {} if theirs else conflicts  # refuse: only generations sampled twice remain, kept ours
+        self._add(skip=skip)
+        self._take_progress(skip=skip)
+        return Merged(dict(sorted(self.counts.items())), self.diverged, "theirs" if theirs else "ours")
 
     def _count(self, table: str, kind: str, n: int) -> None:
         self.counts.setdefault(table, {"added": 0, "updated": 0})[kind] += int(n)
@@ -157,22 +179,33 @@ class _Merge:
     # ---- conflicts ----
     def _conflicts(self) -> dict[str, set[str]]:
         """The families (by key column: run_id, gen_id, eval_id) whose rows differ in the two stores; rows of
-        their own (prompts, base checkpoints) count as families keyed by their primary key."""
-        found: dict[str, set[str]] = {}
-        for table in TABLES:
-            for key, row in self._differing(table):
-                if self.on_conflict == "refuse":
-                    raise SIBenchError(
-                        f"import refused: {table.name} ({row}) differs in {self.named} and here; "
-                        "--on-conflict theirs or ours decides (row families move together)")
-                found.setdefault(table.family or table.name, set()).add(key)
-        if found.get("gen_id"):  # a generation carries the evaluations over it, theirs and ours
-            gens = sorted(found["gen_id"])
-            for db in (f"{SOURCE}.main", "main"):
-                found.setdefault("eval_id", set()).update(r[0] for r in self.con.execute(
-                    f"SELECT eval_id FROM {db}.evaluations WHERE gen_id IN (SELECT unnest(?::VARCHAR[]))", [gens]
-                ).fetchall())
+        their own (prompts, base checkpoints) count as families keyed by their primary key. A generation whose
+        samples or verdicts differ was sampled twice: it is kept whole from one side, never refused."""
+        differing = [(table, key, row) for table in TABLES for key, row in self._differing(table)]
+        self.diverged = sorted({key for table, key, _ in differing if table.name in SAMPLED})
+        found: dict[str, set[str]] = {"gen_id": set(self.diverged)}
+        self._with_evaluations(found)
+        for table, key, row in differing:
+            family = table.family or table.name
+            if key in found.get(family, ()):
+                continue  # part of a generation sampled twice, or of a family already chosen
+            if self.on_conflict == "refuse":
+                raise SIBenchError(
+                    f"import refused: {table.name} ({row}) differs in {self.named} and here; "
+                    "--on-conflict theirs or ours decides (row families move together)")
+            found.setdefault(family, set()).add(key)
+        self._with_evaluations(found)
         return found
+
+    def _with_evaluations(self, found: dict[str, set[str]]) -> None:
+        """A generation carries the evaluations over it, theirs and ours."""
+        gens = sorted(found.get("gen_id", ()))
+        if not gens:
+            return
+        for db in (f"{SOURCE}.main", "main"):
+            found.setdefault("eval_id", set()).update(r[0] for r in self.con.execute(
+                f"SELECT eval_id FROM {db}.evaluations WHERE gen_id IN (SELECT unnest(?::VARCHAR[]))", [gens]
+            ).fetchall())
 
     def _differing(self, table: Table) -> list[tuple[str, str]]:
         kinds = _columns(self.con, table.name)

@@ -19,7 +19,7 @@ from typing import Any, Iterator, Sequence
 
 import duckdb
 
-from si_bench import faults
+from si_bench import faults, locks
 from si_bench.errors import RESUMES, EnvironmentFailure, SIBenchError, environment_reason
 from si_bench.options import Options, option
 
@@ -399,13 +399,24 @@ def run_ids(path: str | Path) -> list[str]:
 
 
 def runs_frame(path: str | Path):
-    """Runs with model, dataset, mode, progress and status (a DataFrame)."""
-    return query(path, """
+    """Runs with model, dataset, mode, progress and status (a DataFrame): done, running while a process holds the
+    run (locks.run_holder), else stopped (a train-round finished, or the run was interrupted)."""
+    frame = query(path, """
         SELECT run_id, model, dataset, mode, verifier, seed, steps_done,
                CASE mode WHEN 'fixed' THEN steps_done / 2 ELSE steps_done END AS t_done,
                CAST(json_extract(config, '$.rounds') AS INTEGER) AS t_planned,
                CASE mode WHEN 'fixed' THEN 'epoch' ELSE 'round' END AS t_unit, external_used, status, updated_at
         FROM runs ORDER BY created_at""")
+    frame["status"] = [run_status(path, run_id, status) for run_id, status in zip(frame.run_id, frame.status,
+                                                                                   strict=True)]
+    return frame
+
+
+def run_status(path: str | Path, run_id: str, stored: str | None) -> str | None:
+    """A run's status as it is now: the stored `running` holds only while a process holds the run."""
+    if stored != "running":
+        return stored
+    return "running" if locks.run_holder(path, run_id) else "stopped"
 
 
 def user_query(path: str | Path, sql: str, limits: SqlStatement | None = None):

@@ -4,13 +4,20 @@ per job (`ray`). The driver merges every finished shard into the main store with
 
 A sweep directory holds, per job:
     jobs/<job id>/job.json      settings, status (waiting | running | done | failed), error, seconds, torch
-                                threads, the store it was merged into
+                                threads, what it reused, the store it was merged into (a job left waiting or
+                                running by a driver that no longer holds the directory reads as interrupted)
     jobs/<job id>/shard.duckdb  the job's own store
     jobs/<job id>/runs/         its checkpoints
     .driver.lock                held by the driver while it runs (released when its process ends, killed or not)
 A job's id is its run id, so running a sweep again skips the jobs done and merged, continues interrupted ones
 from their shards and retries failed ones. Only the driver writes job.json, and one driver at a time runs a
 sweep directory: a second is refused while the first holds the lock.
+
+Shared work is done once: before a job starts, its shard is seeded with the sampling passes (and finished
+evaluations over them) that the main store already holds for its model, dataset and seed, so a job over another
+verifier or training setting finds the base model's measurements done (and a checkpoint whose weights another job
+already trained, measured). Jobs that could share them (same model, dataset and seed) run one after another on
+Ray too; the outcome says how much each reused.
 
 Shards and checkpoints reach the driver through a shared filesystem: every Ray node must see the sweep directory
 at the same path (one machine, NFS or a cluster filesystem). A worker that cannot see its job directory fails the
@@ -30,13 +37,15 @@ import time
 import types
 import typing
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from si_bench import store
+import duckdb
+
+from si_bench import locks, store
 from si_bench.errors import SIBenchError
-from si_bench.merge import merge
+from si_bench.merge import ON_CONFLICT, merge
 from si_bench.models import check_spec
 from si_bench.options import Options, check_directory, option
 from si_bench.trainers.config import SelfImproveConfig
@@ -74,6 +83,9 @@ class SweepConfig(Options):
     sweep_dir: str | None = option(None, "The sweep directory: job shards, checkpoints and states (default: "
                                          "si-bench-sweeps/<spec name> beside the store). On a Ray cluster, every "
                                          "node must see it at the same path.", output="directory")
+    on_conflict: str = option("refuse", "When a job's shard and the store hold different results for one row: "
+                                        "fail the job (default), take the shard's or keep the store's, as "
+                                        "`import --on-conflict` (row families move together).", choices=ON_CONFLICT)
 
     def check(self) -> None:
         if self.executor != "ray" and (self.address or self.gpus):
@@ -112,6 +124,8 @@ class JobOutcome:
     rows_merged: int = 0
     error: str | None = None
     threads: int | None = None  # torch's thread count in the job
+    reused: dict[str, int] = field(default_factory=dict)  # sampling passes and evaluations found done, not redone
+    diverged: list[str] = field(default_factory=list)  # generations sampled twice with other texts, kept whole
 
 
 # ---------------------------------------------------------------- the spec
@@ -303,12 +317,16 @@ def ray_outcomes(jobs: list[Job], folders: dict[str, Path], cfg: SweepConfig, st
     try:
         task = ray.remote(run_job).options(num_cpus=cfg.cpus, num_gpus=cfg.gpus, max_retries=0,
                                            runtime_env=_forwarded_env())
-        pending = {}
-        for job in jobs:
-            ref = task.remote(str(folders[job.job_id]), job.config.to_json(), cfg.torch_threads)
-            pending[ref] = (job, time.perf_counter())
-            started(job)
-        while pending:
+        waiting, pending = list(jobs), {}
+        while waiting or pending:
+            busy = {share_key(job) for job, _ in pending.values()}
+            for job in list(waiting):
+                if share_key(job) not in busy:  # a job that can share work waits for the one before it
+                    busy.add(share_key(job))
+                    waiting.remove(job)
+                    started(job)
+                    ref = task.remote(str(folders[job.job_id]), job.config.to_json(), cfg.torch_threads)
+                    pending[ref] = (job, time.perf_counter())
             [ready], _ = ray.wait(list(pending), num_returns=1)
             job, submitted = pending.pop(ready)
             try:
@@ -330,6 +348,55 @@ def _forwarded_env() -> dict | None:
 EXECUTE = {"local": local_outcomes, "ray": ray_outcomes}
 
 
+# ---------------------------------------------------------------- shared work
+
+
+def share_key(job: Job) -> tuple:
+    """Jobs with the same key can share the base model's sampling passes (their prompts and seeds agree)."""
+    return job.config.model, job.config.dataset, job.config.seed
+
+
+# Per table, the rows of the main store (alias m) a job's shard is seeded with: sampling passes of the job's
+# dataset, backend and seed with their samples and verdicts, and the finished evaluations over them.
+_SHARED_GENS = ("SELECT gen_id FROM m.generations WHERE dataset = $dataset AND backend = $backend "
+                "AND json_extract_string(settings, '$.seed') = $seed::VARCHAR")
+_SHARED_EVALS = f"SELECT eval_id FROM m.evaluations WHERE status = 'done' AND gen_id IN ({_SHARED_GENS})"
+SEEDED = {"generations": f"gen_id IN ({_SHARED_GENS})", "samples": f"gen_id IN ({_SHARED_GENS})",
+          "verdicts": f"gen_id IN ({_SHARED_GENS})", "evaluations": f"eval_id IN ({_SHARED_EVALS})",
+          "metrics": f"eval_id IN ({_SHARED_EVALS})", "picks": f"eval_id IN ({_SHARED_EVALS})"}
+
+
+def seed_shard(db: str | Path, shard: Path, job: Job) -> dict[str, list[str]]:
+    """Copy into the job's shard what the main store holds that the job may share; returns the gen_ids and
+    eval_ids that were new to the shard."""
+    if not Path(db).exists():
+        return {"gen_id": [], "eval_id": []}
+    params = {"dataset": job.config.dataset, "backend": job.config.backend, "seed": job.config.seed}
+    with store.write(shard) as con:
+        try:
+            con.execute(f"ATTACH '{str(Path(db).resolve()).replace(chr(39), chr(39) * 2)}' AS m (READ_ONLY)")
+        except duckdb.IOException:  # another process writes the store now: this job does its own work
+            return {"gen_id": [], "eval_id": []}
+        new = {key: [r[0] for r in con.execute(
+            f"SELECT {key} FROM ({query}) WHERE {key} NOT IN (SELECT {key} FROM main.{table})", params).fetchall()]
+            for key, query, table in (("gen_id", _SHARED_GENS, "generations"),
+                                      ("eval_id", _SHARED_EVALS, "evaluations"))}
+        for table, where in SEEDED.items():
+            con.execute(f"INSERT OR IGNORE INTO main.{table} BY NAME SELECT * FROM m.{table} WHERE {where}", params)
+    return new
+
+
+def reused(shard: Path, run_id: str, seeded: dict[str, list[str]]) -> dict[str, int]:
+    """How many of the seeded sampling passes and evaluations the job's run used instead of redoing them."""
+    with store.read(shard) as con:
+        gens, evals = con.execute(
+            "SELECT count(DISTINCT e.gen_id) FILTER (WHERE e.gen_id IN (SELECT unnest($gens::VARCHAR[]))), "
+            "count(DISTINCT e.eval_id) FILTER (WHERE e.eval_id IN (SELECT unnest($evals::VARCHAR[]))) "
+            "FROM run_evals r JOIN evaluations e USING (eval_id) WHERE r.run_id = $run",
+            {"gens": seeded["gen_id"], "evals": seeded["eval_id"], "run": run_id}).fetchone()
+    return {"sampling passes": int(gens), "evaluations": int(evals)}
+
+
 # ---------------------------------------------------------------- the driver
 
 
@@ -345,10 +412,18 @@ class Sweep:
         self.folders = {job.job_id: self.root / "jobs" / job.job_id for job in self.jobs}
         self.counts = {"done": 0, "running": 0, "failed": 0, "waiting": 0}
         self.task = None
+        self.seeded: dict[str, dict[str, list[str]]] = {}  # job id -> what its shard was seeded with
 
     def record(self, job: Job) -> dict:
         path = self.folders[job.job_id] / RECORD
         return json.loads(path.read_text()) if path.is_file() else {}
+
+    def state(self, job: Job) -> str | None:
+        """The job's status; waiting or running only while a driver holds the sweep directory, else interrupted."""
+        status = self.record(job).get("status")
+        if status in ("waiting", "running") and driver_holder(self.root) is None:
+            return "interrupted"
+        return status
 
     def finished(self, job: Job) -> bool:
         """Done and merged into this store, with the settings the spec gives now."""
@@ -365,7 +440,11 @@ class Sweep:
         scratch.replace(folder / RECORD)
 
     def run(self) -> list[JobOutcome]:
+        interrupted = sum(self.state(job) == "interrupted" for job in self.jobs)
         with driver_lock(self.root):
+            if interrupted:
+                self.log(f"sweep {self.root}: {interrupted} job(s) interrupted by a driver that stopped; continued "
+                         "from their shards")
             return self._run()
 
     def _run(self) -> list[JobOutcome]:
@@ -384,6 +463,8 @@ class Sweep:
         return [outcomes[job.job_id] for job in self.jobs]
 
     def _started(self, job: Job) -> None:
+        self.folders[job.job_id].mkdir(parents=True, exist_ok=True)
+        self.seeded[job.job_id] = seed_shard(self.db, self.folders[job.job_id] / SHARD, job)
         self._write(job, status="running", node=socket.gethostname())
         self._move("waiting", "running")
 
@@ -391,14 +472,17 @@ class Sweep:
         result = JobOutcome(job, outcome["status"], outcome["seconds"], error=outcome["error"],
                             threads=outcome.get("threads"))
         if result.status == "done":
+            shard = self.folders[job.job_id] / SHARD
             try:
-                counts = merge(self.folders[job.job_id] / SHARD, self.db)
+                result.reused = reused(shard, job.job_id, self.seeded.get(job.job_id, {"gen_id": [], "eval_id": []}))
+                counts = merge(shard, self.db, self.cfg.on_conflict)
                 result.rows_merged = sum(c["added"] + c["updated"] for c in counts.values())
+                result.diverged = counts.diverged
             except SIBenchError as exc:
                 result.status, result.error = "failed", f"merge: {exc}"
         merged_into = str(Path(self.db).resolve()) if result.status == "done" else None
         self._write(job, status=result.status, error=result.error, seconds=round(result.seconds, 3),
-                    threads=result.threads, merged_into=merged_into)
+                    threads=result.threads, merged_into=merged_into, reused=result.reused)
         self._move("running", "done" if result.status == "done" else "failed")
         if result.error:
             self.log(f"job {job.job_id} failed: {result.error}")
@@ -434,6 +518,11 @@ def driver_lock(root: Path) -> Iterator[None]:
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
         handle.flush()
         yield
+
+
+def driver_holder(root: Path) -> str | None:
+    """Who holds the sweep directory now (pid and host), or None when no driver runs it."""
+    return locks.holder(root / DRIVER_LOCK)
 
 
 def sweep(cfg: SweepConfig, db: str = store.DEFAULT_DB, progress: Any = None,

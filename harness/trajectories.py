@@ -5,8 +5,9 @@ A trajectory is one (run_id, dataset, split, verifier) with its finished evaluat
 at every t, so the series stay paired over time): per prompt, U_s is the mean NLL of its samples and U_v
 the NLL of its self pick (external picks have no sample and are skipped).
 
-`pool_seeds` pools runs that differ only in their seed (same model, dataset, split, verifier, mode and t
-grid): the mean trajectory's intervals resample runs, then prompts within runs.
+`pool_seeds` pools runs that differ only in their seed (same model, dataset, split, verifier and mode) on the t
+they all measured: the mean trajectory's intervals resample runs, then prompts within runs. Runs that share too few
+t to fit are left unpooled, and `seed_groups` says why.
 """
 
 from __future__ import annotations
@@ -151,14 +152,51 @@ def load_trajectories(db: str | Path, *, unit: str = "total", per_prompt: bool =
 
 
 def pool_seeds(trajectories: list[Trajectory]) -> list[Trajectory]:
-    """Pool runs that differ only in their seed into one mean trajectory ("mean(run_a,run_b,...)") whose
-    intervals resample runs, then prompts within runs; runs without a partner are returned unchanged."""
+    """Pool runs that differ only in their seed into one mean trajectory ("mean(run_a,run_b,...)") on the t they
+    all measured, whose intervals resample runs, then prompts within runs; runs without a partner, or sharing
+    fewer than MIN_POINTS t with it, are returned unchanged."""
+    return [tr for tr, _ in seed_groups(trajectories)]
+
+
+def seed_groups(trajectories: list[Trajectory]) -> list[tuple[Trajectory, str | None]]:
+    """pool_seeds, with a note for each trajectory whose runs were pooled on fewer t than some measured, or could
+    not be pooled (which runs, and why)."""
     groups: dict[tuple, list[Trajectory]] = {}
     for tr in trajectories:
-        key = (tr.model, tr.dataset, tr.split, tr.verifier, tr.mode, tr.unit, tr.t_unit, tuple(np.round(tr.t, 9)))
-        groups.setdefault(key, []).append(tr)
-    return [members[0] if len(members) == 1 else _pooled(sorted(members, key=lambda m: m.run_id))
-            for members in groups.values()]
+        groups.setdefault((tr.model, tr.dataset, tr.split, tr.verifier, tr.mode, tr.unit, tr.t_unit), []).append(tr)
+    out: list[tuple[Trajectory, str | None]] = []
+    for members in groups.values():
+        members = sorted(members, key=lambda m: m.run_id)
+        if len(members) == 1:
+            out.append((members[0], None))
+            continue
+        grids = [set(np.round(m.t, 9)) for m in members]
+        common, every = set.intersection(*grids), set.union(*grids)
+        if len(common) < MIN_POINTS:
+            why = (f"not pooled with {', '.join(m.run_id for m in members)}: they share {len(common)} t "
+                   f"({_ts(common)}), at least {MIN_POINTS} needed")
+            out.extend((m, why) for m in members)
+            continue
+        note = None if common == every else (f"pooled on the {len(common)} t every run measured; t "
+                                             f"{_ts(every - common)} measured by only some runs left out")
+        out.append((_pooled([_on_grid(m, common) for m in members]), note))
+    return out
+
+
+def _ts(values: set) -> str:
+    return ", ".join(f"{t:g}" for t in sorted(values)) or "none"
+
+
+def _on_grid(tr: Trajectory, grid: set) -> Trajectory:
+    """The trajectory at the t in `grid` only (its series, evaluations and per-prompt values)."""
+    keep = np.array([t in grid for t in np.round(tr.t, 9)])
+    if keep.all():
+        return tr
+    series = {attr: getattr(tr, attr)[keep] for attr in ("t", "solver_uncertainty", "verifier_uncertainty", "gap",
+                                                           "solver_accuracy", "verifier_accuracy")
+              if getattr(tr, attr) is not None}
+    return replace(tr, **series, eval_ids=[e for e, k in zip(tr.eval_ids, keep, strict=True) if k],
+                   runs=[r[keep] for r in tr.runs])
 
 
 def _mean_of(members: list[Trajectory], attr: str) -> np.ndarray | None:
@@ -252,6 +290,7 @@ class FitEntry:
     result: FitResult | None = None
     note: str | None = None
     verifier_signal: str | None = None
+    pooling: str | None = None  # --group-by seed: how its runs were pooled, or why they were not
 
     def to_json(self) -> dict:
         tr = self.trajectory
@@ -264,6 +303,8 @@ class FitEntry:
             out["note"] = self.note
         if self.verifier_signal:
             out["verifier_signal"] = self.verifier_signal
+        if self.pooling:
+            out["pooling"] = self.pooling
         return clean(out)
 
 
@@ -304,7 +345,8 @@ def save_fits(db, entries: list[FitEntry], rows: list[dict]) -> None:
         store.upsert(con, "fits", rows)
 
 
-def stored_trajectories(db, unit: str = "total", group_by: str = "run") -> list[Trajectory]:
+def stored_trajectories(db, unit: str = "total", group_by: str = "run") -> list[tuple[Trajectory, str | None]]:
+    """The store's trajectories, each with how its seeds were pooled (group_by="seed") or None."""
     if group_by not in GROUPINGS:
         raise SIBenchError(f"--group-by for a store must be run (one fit per run) or seed (runs that differ only "
                            f"in their seed pooled), got {group_by!r}")
@@ -314,19 +356,19 @@ def stored_trajectories(db, unit: str = "total", group_by: str = "run") -> list[
     if not trajs:
         raise SIBenchError(f"no self-improvement runs in {db}: no finished evaluation belongs to a run "
                            "(start one with `si-bench run`)")
-    return pool_seeds(trajs) if group_by == "seed" else trajs
+    return seed_groups(trajs) if group_by == "seed" else [(tr, None) for tr in trajs]
 
 
 def fit_store(db, options: FitOptions | None = None, *, group_by: str = "run", save: bool = True) -> list[FitEntry]:
     """Fit the coupled law to every stored trajectory with enough points and save the rows into `fits`.
 
     One trajectory per (run_id, dataset, split, verifier); group_by="seed" fits the mean of runs that differ
-    only in their seed. Trajectories with fewer points come back with a note."""
+    only in their seed, on the t they all measured. Trajectories with fewer points come back with a note."""
     options = options or FitOptions()
     trajectories = stored_trajectories(db, options.unit, group_by)
-    signals = stored_signals(db, [e for tr in trajectories for e in tr.eval_ids])
-    entries = [replace(fit_entry(tr, options), verifier_signal=signal_statement(tr.eval_ids, signals))
-               for tr in trajectories]
+    signals = stored_signals(db, [e for tr, _ in trajectories for e in tr.eval_ids])
+    entries = [replace(fit_entry(tr, options), verifier_signal=signal_statement(tr.eval_ids, signals), pooling=pooling)
+               for tr, pooling in trajectories]
     if save:
         save_fits(db, entries, fit_rows(entries))
     return entries

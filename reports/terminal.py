@@ -97,19 +97,29 @@ def trajectory_table(run_id: str, frame, change: dict) -> Table:
 
 
 def sweep_table(outcomes) -> Table:
-    """One row per job of a sweep (si_bench.sweep.JobOutcome): its status, time, rows merged and error. The job id
-    names the model, dataset, mode and seed."""
+    """One row per job of a sweep (si_bench.sweep.JobOutcome): its status, time, rows merged, the shared work it
+    found done and its error. The job id names the model, dataset, mode and seed; the caption totals the reuse."""
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
     table = Table(title=f"sweep: {len(outcomes)} jobs · {counts['done']} done now · {counts['skipped']} done "
                         f"before · {counts['failed']} failed")
-    for column in ("job", "verifier", "status", "seconds", "rows merged"):
+    for column in ("job", "verifier", "status", "seconds", "rows merged", "reused"):
         table.add_column(column, overflow="fold")
     table.add_column("error", overflow="fold", ratio=1)
     for o in outcomes:
         ran = o.status != "skipped"
         table.add_row(o.job.job_id, o.job.config.verifier, o.status, f"{o.seconds:.1f}" if ran else "",
-                      str(o.rows_merged) if ran else "", o.error or "")
+                      str(o.rows_merged) if ran else "", _reuse_text(o.reused), o.error or "")
+    total = {k: sum(o.reused.get(k, 0) for o in outcomes) for k in ("sampling passes", "evaluations")}
+    table.caption = f"reused from earlier jobs: {_reuse_text(total) or 'nothing'}"
+    diverged = sorted({g for o in outcomes for g in o.diverged})
+    if diverged:
+        table.caption += (f"; {len(diverged)} generation(s) sampled twice with different texts, kept whole from "
+                          f"one side: {', '.join(diverged)}")
     return table
+
+
+def _reuse_text(reused: dict[str, int]) -> str:
+    return ", ".join(f"{n} {what}" for what, n in reused.items() if n)
 
 
 # --------------------------------------------------------------------------- fits
@@ -178,6 +188,8 @@ def store_fits_report(out: dict) -> str:
     lines = []
     for entry in out["trajectories"]:
         title = terminal_text(entry.get("fit_key", ""))
+        if entry.get("pooling"):
+            lines.append(f"{title}: {terminal_text(entry['pooling'])}")
         if entry.get("fit"):
             lines.append(fit_report(entry["fit"], title))
             if entry.get("verifier_signal"):

@@ -46,3 +46,22 @@ def test_readme_sql_runs(sql, store_with_a_run):
 
     frame = store.query(store_with_a_run, sql)
     assert len(frame) > 0, sql
+
+
+def example(containing: str) -> str:
+    [sql] = [sql for sql in sql_examples() if containing in sql]
+    return sql
+
+
+def test_readme_sql_names_models_and_takes_the_latest_by_time(store_with_a_run):
+    """The model column names the model the runs were started with, never a checkpoint directory; "latest" is the
+    evaluation finished last, not the largest hash."""
+    from si_bench import store
+
+    named = store.query(store_with_a_run, example("AS model"))
+    assert set(named.model) <= set(store.query(store_with_a_run, "SELECT model FROM runs").model)
+    latest = store.query(store_with_a_run, "SELECT eval_id FROM evaluations ORDER BY finished_at DESC LIMIT 1")
+    expected = store.query(store_with_a_run, "SELECT name, value FROM metrics WHERE eval_id = ? ORDER BY name",
+                           [latest.eval_id[0]])
+    measures = store.query(store_with_a_run, example("FROM metrics"))
+    assert measures[["name", "value"]].values.tolist() == expected.values.tolist()

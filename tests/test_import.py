@@ -9,7 +9,7 @@ import pytest
 from conftest import run_cli
 from synth_store import make_run
 
-from si_bench import api, store
+from si_bench import api, merge, store
 from si_bench.errors import SIBenchError
 
 TABLES = ("runs", "prompts", "generations", "evaluations", "run_evals", "samples", "verdicts", "picks", "metrics",
@@ -118,3 +118,60 @@ def test_cli_import(pair, tmp_path):
     assert "runs" in r.stdout and "rows added" in r.stdout
     r = run_cli("import", str(tmp_path / "missing.duckdb"), "--db", here)
     assert r.returncode == 2 and r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_float_noise_is_the_same_measurement(pair):
+    """Sample NLLs, scores and metrics a few float32 ulps apart (one thread against two, another CPU) are the same
+    rows; a difference beyond the tolerance in a row that is not a sample still refuses."""
+    here, there = pair
+    before = counts(here)
+    with store.write(there) as con:
+        con.execute(f"UPDATE samples SET nll = nll * (1 + {merge.FLOAT_RTOL / 4})")
+        con.execute(f"UPDATE verdicts SET score = score + {merge.FLOAT_ATOL / 2}")
+        con.execute(f"UPDATE metrics SET value = value * (1 - {merge.FLOAT_RTOL / 4})")
+    result = api.import_store(there, here)
+    assert result["samples"]["updated"] == 0 and result.diverged == []
+    assert counts(here)["samples"] > before["samples"]  # run-2 came in
+    with store.write(there) as con:
+        con.execute(f"UPDATE metrics SET value = value * (1 + {merge.FLOAT_RTOL * 10})")
+    with pytest.raises(SIBenchError, match="import refused: metrics"):
+        api.import_store(there, here)
+
+
+def _resample(db: str, gen_id: str) -> None:
+    """The same generation sampled again elsewhere: other texts (another CPU picked another token) and the
+    verdicts, picks and metrics that follow from them."""
+    with store.write(db) as con:
+        con.execute("UPDATE samples SET text = text || ' (elsewhere)', nll = nll + 0.5 WHERE gen_id = ?", [gen_id])
+        con.execute("UPDATE verdicts SET score = 1 - score WHERE gen_id = ?", [gen_id])
+        evals = "SELECT eval_id FROM evaluations WHERE gen_id = ?"
+        con.execute(f"UPDATE picks SET sample_idx = sample_idx + 1 WHERE eval_id IN ({evals})", [gen_id])
+        con.execute(f"UPDATE metrics SET value = value + 1 WHERE eval_id IN ({evals})", [gen_id])
+
+
+def gen_family(db: str, gen_id: str) -> tuple:
+    with duckdb.connect(db, read_only=True) as con:
+        evals = [r[0] for r in con.execute("SELECT eval_id FROM evaluations WHERE gen_id = ?", [gen_id]).fetchall()]
+        return tuple(con.execute(f"SELECT * EXCLUDE ({key}) FROM {t} WHERE {key} IN (SELECT unnest(?::VARCHAR[])) "
+                                 "ORDER BY ALL", [[gen_id] if key == "gen_id" else evals]).fetchall()
+                     for t, key in (("samples", "gen_id"), ("verdicts", "gen_id"), ("picks", "eval_id"),
+                                    ("metrics", "eval_id")))
+
+
+def test_a_generation_sampled_twice_is_kept_whole_from_one_side(pair, tmp_path):
+    here, there = pair
+    gen_id = store.query(here, "SELECT min(gen_id) AS g FROM generations").g[0]
+    _resample(there, gen_id)
+    ours, theirs = gen_family(here, gen_id), gen_family(there, gen_id)
+    copy, cli = str(tmp_path / "copy.duckdb"), str(tmp_path / "cli.duckdb")
+    shutil.copy(here, copy)
+    shutil.copy(here, cli)
+    kept = api.import_store(there, here)  # the default refuses conflicts, but a resampled generation is none
+    assert kept.diverged == [gen_id] and kept.kept == "ours"
+    assert gen_family(here, gen_id) == ours and kept["runs"] == {"added": 1, "updated": 0}
+    taken = api.import_store(there, copy, on_conflict="theirs")
+    assert taken.diverged == [gen_id] and taken.kept == "theirs" and gen_family(copy, gen_id) == theirs
+    result = run_cli("import", there, "--db", cli)
+    assert result.returncode == 0, result.stderr
+    assert "1 generation(s) sampled in both stores with different texts: kept ours whole" in result.stdout
+    assert f"({gen_id})" in result.stdout

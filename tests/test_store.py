@@ -113,3 +113,28 @@ def test_the_store_benchmark_runs_at_its_tiny_size(tmp_path, capsys, monkeypatch
 def table(db: str, name: str, columns: str) -> list[tuple]:
     with store.read(db) as con:
         return con.execute(f"SELECT {columns} FROM {name} ORDER BY ALL").fetchall()
+
+
+def test_runs_show_running_only_while_a_process_holds_the_run(tmp_path):
+    """A run left `running` in the store (a train-round finished, or a process killed) is stopped unless a process
+    holds it now."""
+    from synth_store import make_run
+
+    from si_bench import locks
+
+    db = str(tmp_path / "si.duckdb")
+    make_run(db, "run-1", ts=(0, 1), P=3, n_boot=5)
+    make_run(db, "run-2", ts=(0, 1), P=3, n_boot=5, seed=1)
+    with store.write(db) as con:
+        con.execute("UPDATE runs SET status = 'running'")
+    assert statuses(db) == {"run-1": "stopped", "run-2": "stopped"}
+    with locks.run_lock(db, "run-2"):
+        assert statuses(db) == {"run-1": "stopped", "run-2": "running"}
+    with store.write(db) as con:
+        con.execute("UPDATE runs SET status = 'done' WHERE run_id = 'run-1'")
+    assert statuses(db) == {"run-1": "done", "run-2": "stopped"}
+
+
+def statuses(db: str) -> dict[str, str]:
+    frame = store.runs_frame(db)
+    return dict(zip(frame.run_id, frame.status, strict=True))

@@ -8,7 +8,8 @@ from synth_store import TOKENS, law, make_run
 
 from si_bench import store
 from si_bench.errors import SIBenchError
-from si_bench.trajectories import load_trajectories, pool_seeds, trajectories_frame
+from si_bench.fit import MIN_POINTS
+from si_bench.trajectories import load_trajectories, pool_seeds, seed_groups, trajectories_frame
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +124,24 @@ def test_long_frame(two_runs):
 def test_missing_store_is_a_user_error(tmp_path):
     with pytest.raises(SIBenchError, match="not found"):
         load_trajectories(tmp_path / "nope.duckdb")
+
+
+def test_seeds_on_unequal_t_grids_pool_on_the_common_grid_or_say_why_not(tmp_path):
+    db = str(tmp_path / "grids.duckdb")
+    make_run(db, "run-a", seed=0, ts=(0, 1, 2, 3, 4, 5), P=6, n_boot=10)
+    make_run(db, "run-d", seed=3, ts=(0, 1, 2, 3), P=6, n_boot=10)  # stopped earlier: pooled on t = 0..3
+    make_run(db, "run-x", seed=0, ts=(0, 1, 2), dataset="math", P=6, n_boot=10)
+    make_run(db, "run-y", seed=1, ts=(3, 4, 5), dataset="math", P=6, n_boot=10)  # shares no t with run-x
+    trajs = load_trajectories(db)
+    groups = {tr.run_id: note for tr, note in seed_groups(trajs)}
+    assert set(groups) == {"mean(run-a,run-d)", "run-x", "run-y"}
+    assert groups["mean(run-a,run-d)"] == "pooled on the 4 t every run measured; t 4, 5 measured by only some runs " \
+                                         "left out"
+    assert groups["run-x"] == groups["run-y"] == (f"not pooled with run-x, run-y: they share 0 t (none), at least "
+                                                  f"{MIN_POINTS} needed")
+    [pooled] = [tr for tr in pool_seeds(trajs) if tr.run_ids == ["run-a", "run-d"]]
+    a, d = (next(tr for tr in trajs if tr.run_id == r) for r in ("run-a", "run-d"))
+    np.testing.assert_array_equal(pooled.t, [0, 1, 2, 3])
+    np.testing.assert_allclose(pooled.solver_uncertainty, (a.solver_uncertainty[:4] + d.solver_uncertainty) / 2)
+    assert [r.shape[0] for r in pooled.runs] == [4, 4] and len(pooled.eval_ids) == 8
+    assert pooled.replicates(20, seed=0).shape == (20, 4, 2)
