@@ -63,5 +63,5 @@ def test_readme_sql_names_models_and_takes_the_latest_by_time(store_with_a_run):
     latest = store.query(store_with_a_run, "SELECT eval_id FROM evaluations ORDER BY finished_at DESC LIMIT 1")
     expected = store.query(store_with_a_run, "SELECT name, value FROM metrics WHERE eval_id = ? ORDER BY name",
                            [latest.eval_id[0]])
-    measures = store.query(store_with_a_run, example("FROM metrics"))
+    measures = store.query(store_with_a_run, example("ORDER BY finished_at DESC LIMIT 1) ORDER BY name"))
     assert measures[["name", "value"]].values.tolist() == expected.values.tolist()
