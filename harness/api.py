@@ -94,11 +94,11 @@ def run_change(run_id: str, db: str = store.DEFAULT_DB) -> dict:
 
 
 def fit(db: str = store.DEFAULT_DB, options: FitOptions | None = None, *, group_by: str = "run",
-        save: bool = True) -> dict:
+        save: bool = True, progress: Any = None) -> dict:
     """Fit every stored trajectory (saved into `fits`); {"db", "unit", "n_fitted", "trajectories": [...]}."""
     options = options or FitOptions()
     store.check_store(db)
-    entries = fit_store(db, options, group_by=group_by, save=save)
+    entries = fit_store(db, options, group_by=group_by, save=save, progress=progress)
     return {"db": str(db), "unit": options.unit, "n_fitted": sum(e.result is not None for e in entries),
             "trajectories": [e.to_json() for e in entries]}
 
@@ -118,7 +118,7 @@ def fit_file(path: str | Path, options: FitOptions | None = None, *, group_by: s
 
 def leaderboard(db: str | None = store.DEFAULT_DB, out_dir: str | Path = "leaderboard", *,
                 options: FitOptions | None = None, from_parquet: str | Path | None = None,
-                save_fits: bool = True, reference: bool = True) -> dict:
+                save_fits: bool = True, reference: bool = True, progress: Any = None) -> dict:
     """Write the leaderboard into out_dir: leaderboard.md/.csv/.json, index.html, plots/*.png, data.parquet.
 
     From a store, every trajectory is fitted with `options`, runs that differ only in their seed pooled (the
@@ -129,7 +129,7 @@ def leaderboard(db: str | None = store.DEFAULT_DB, out_dir: str | Path = "leader
         return board.publish_from(Path(from_parquet), out)
     store.check_store(db)
     options = options or FitOptions()
-    entries = fit_store(db, options, group_by="seed", save=False)
+    entries = fit_store(db, options, group_by="seed", save=False, progress=progress)
     rows = trajectories.fit_rows(entries)
     if save_fits:
         trajectories.save_fits(db, entries, rows)

@@ -316,7 +316,7 @@ class Evaluation:
             }
         todo = [p for p in self.prompts if p.prompt_id not in done]
         started = time.perf_counter()
-        task = self._task("Sampling", len(todo) * self.cfg.samples)
+        task = self._task("sampling", len(todo) * self.cfg.samples)
         if todo:
             self.lm.on_batch = lambda n: self._advance(task, n)
         for chunk in self._chunks(todo):
@@ -356,7 +356,7 @@ class Evaluation:
         todo = [(pid, k, Candidate(by_id[pid], text, answer, tuple(answers[pid])))
                 for pid, k, text, answer, missing in rows if missing]
         started = time.perf_counter()
-        task = self._task("Verifying", len(todo))
+        task = self._task("verifying", len(todo))
         for chunk in self._chunks_of_rows(todo):
             scores = self.method.verdicts(
                 lambda: self.lm, [c for _, _, c in chunk], self.fewshot,
@@ -433,10 +433,10 @@ class Evaluation:
         return metrics, picks
 
     # ---- progress ----
-    def _task(self, label: str, total: int):
+    def _task(self, phase: str, total: int):
         if self.progress is None or total == 0:
             return None
-        return self.progress.add_task(label, total=total)
+        return self.progress.add_task(f"{self.cfg.split} · {phase}", total=total)
 
     def _advance(self, task, n: int) -> None:
         if task is not None:

@@ -14,7 +14,9 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils import handle_stop_sequences
 from lm_eval.models.utils_hf import stop_sequences_criteria
+from transformers import StoppingCriteria
 
+from si_bench import progress
 from si_bench.backends import RESERVED_ARGS, check_names
 from si_bench.errors import SIBenchError
 from si_bench.sampling import SampledText, seeds_for
@@ -155,6 +157,29 @@ def cut_response(text_of: Callable[[list[int]], str], tokens: list[int], stops: 
     return full[:position], low
 
 
+class RowsFinished(StoppingCriteria):
+    """Stops nothing: reports the rows of a batch as each one finishes (its stop sequence or EOS), so progress
+    moves per sample rather than once per batch. Runs after lm-eval's stop criteria, whose trackers it reads."""
+
+    def __init__(self, criteria: list, eos_id: int | None, report: Callable[[int], None]):
+        self.criteria, self.eos_id, self.report = criteria, eos_id, report
+        self.finished: torch.Tensor | None = None
+        self.reported = 0
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        if self.finished is None:
+            self.finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        if self.eos_id is not None:
+            self.finished |= input_ids[:, -1] == self.eos_id
+        for criterion in self.criteria:
+            self.finished |= torch.tensor(getattr(criterion, "done_tracker", False), device=input_ids.device)
+        done = int(self.finished.sum())
+        if done > self.reported:
+            self.report(done - self.reported)
+            self.reported = done
+        return torch.zeros_like(self.finished)
+
+
 @register_model("si-hf")
 class LogprobHFLM(HFLM):
     """lm-eval's HFLM, sampling with per-sample seeds and returning `SampledText`."""
@@ -185,6 +210,13 @@ class LogprobHFLM(HFLM):
         return super().loglikelihood(requests, disable_tqdm=True)  # progress is the caller's (rich) bar
 
     def generate_until(self, requests: list, disable_tqdm: bool = False) -> list[str]:
+        if self.on_batch is None and (reporter := progress.current()) is not None:  # under `si-bench lm-eval`
+            task = reporter.add_task("lm-eval · sampling", total=len(requests))
+            self.on_batch = lambda n: reporter.advance(task, n)
+            try:
+                return self.generate_until(requests, disable_tqdm)
+            finally:
+                self.on_batch = None
         seeds = seeds_for(requests, self.seed_base)
         order = sorted(range(len(requests)), key=lambda i: -len(self.tok_encode(requests[i].args[0])))
         results: list[str | None] = [None] * len(requests)
@@ -195,14 +227,27 @@ class LogprobHFLM(HFLM):
         for indices in groups.values():
             for start in range(0, len(indices), batch_size):
                 batch = indices[start : start + batch_size]
+                reported = [0]
                 texts = self._sample_batch(
-                    [requests[i].args[0] for i in batch], dict(requests[batch[0]].args[1]), [seeds[i] for i in batch]
+                    [requests[i].args[0] for i in batch], dict(requests[batch[0]].args[1]), [seeds[i] for i in batch],
+                    report=self._reporter(reported),
                 )
                 for i, text in zip(batch, texts, strict=True):
                     results[i] = text
                 if self.on_batch is not None:
-                    self.on_batch(len(batch))
+                    self.on_batch(len(batch) - reported[0])  # the rows that ran to the token limit
         return results  # type: ignore[return-value]
+
+    def _reporter(self, reported: list[int]) -> Callable[[int], None] | None:
+        if self.on_batch is None:
+            return None
+        on_batch = self.on_batch
+
+        def report(n: int) -> None:
+            reported[0] += n
+            on_batch(n)
+
+        return report
 
     def _shared_prefill(self, context: torch.Tensor, mask: torch.Tensor, row_of: torch.Tensor):
         """Encode each distinct prompt once and share its KV cache among its N samples.
@@ -219,7 +264,8 @@ class LogprobHFLM(HFLM):
         cache.reorder_cache(row_of)
         return cache
 
-    def _sample_batch(self, contexts: list[str], gen_kwargs: dict, seeds: list[int]) -> list[SampledText]:
+    def _sample_batch(self, contexts: list[str], gen_kwargs: dict, seeds: list[int],
+                      report: Callable[[int], None] | None = None) -> list[SampledText]:
         from transformers import GenerationConfig, LogitsProcessorList
 
         temperature = float(gen_kwargs.pop("temperature", 0.0))
@@ -247,13 +293,16 @@ class LogprobHFLM(HFLM):
         with torch.no_grad():
             cache = self._shared_prefill(context, mask, row_of) if len(unique) < len(contexts) else None
             context, mask = context[row_of], mask[row_of]
+            stopping = stop_sequences_criteria(self.tokenizer, stops, context.shape[1], context.shape[0])
+            if report is not None:
+                stopping.append(RowsFinished(list(stopping), self.eot_token_id, report))
             output = self.model.generate(
                 input_ids=context,
                 attention_mask=mask,
                 past_key_values=cache,
                 generation_config=config,
                 logits_processor=LogitsProcessorList([sampler]),
-                stopping_criteria=stop_sequences_criteria(self.tokenizer, stops, context.shape[1], context.shape[0]),
+                stopping_criteria=stopping,
             )
         generated = output[:, context.shape[1] :]
         sampler.record(generated[:, -1])

@@ -24,7 +24,12 @@ from si_bench.errors import RESUMES, EnvironmentFailure, SIBenchError, environme
 from si_bench.options import Options, option
 
 DEFAULT_DB = "si-bench.duckdb"
-LOCK_RETRY_SECONDS = float(os.environ.get("SI_BENCH_LOCK_RETRY", "10"))
+
+
+def lock_retry_seconds() -> float:
+    """How long a connection waits for a store another process holds (read per connection, as faults are)."""
+    return float(os.environ.get("SI_BENCH_LOCK_RETRY", "10"))
+
 
 @dataclass
 class StoreOptions(Options):
@@ -182,7 +187,8 @@ def _connect(path: str | Path, read_only: bool, config: dict | None = None) -> d
         raise SIBenchError(f"no database at {path}")
     if not read_only:
         check_writable(path)
-    deadline = time.monotonic() + LOCK_RETRY_SECONDS
+    retry = lock_retry_seconds()
+    deadline = time.monotonic() + retry
     while True:
         try:
             return duckdb.connect(str(path), read_only=read_only, config=config or {})
@@ -194,7 +200,7 @@ def _connect(path: str | Path, read_only: bool, config: dict | None = None) -> d
                 raise SIBenchError(why) from None
             if time.monotonic() > deadline:
                 raise EnvironmentFailure(
-                    f"database {path} is held by another process (tried for {LOCK_RETRY_SECONDS:.0f} s); {RESUMES} "
+                    f"database {path} is held by another process (tried for {retry:.0f} s); {RESUMES} "
                     "once it is free") from None
             time.sleep(0.2)
 

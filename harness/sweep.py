@@ -48,6 +48,7 @@ from si_bench.errors import SIBenchError
 from si_bench.merge import ON_CONFLICT, merge
 from si_bench.models import check_spec
 from si_bench.options import Options, check_directory, option
+from si_bench.progress import scope
 from si_bench.trainers.config import SelfImproveConfig
 from si_bench.trainers.external import SOURCES
 
@@ -296,9 +297,11 @@ def local_outcomes(jobs: list[Job], folders: dict[str, Path], cfg: SweepConfig, 
 
     before = torch.get_num_threads()
     try:
-        for job in jobs:
+        for number, job in enumerate(jobs, 1):
             started(job)
-            yield job, run_job(str(folders[job.job_id]), job.config.to_json(), cfg.torch_threads, progress, log)
+            with scope(progress, f"job {number}/{len(jobs)}"):
+                outcome = run_job(str(folders[job.job_id]), job.config.to_json(), cfg.torch_threads, progress, log)
+            yield job, outcome
     finally:
         torch.set_num_threads(before)
 
@@ -474,8 +477,11 @@ class Sweep:
         if result.status == "done":
             shard = self.folders[job.job_id] / SHARD
             try:
+                merging = self.progress.add_task(f"{job.job_id} · merging", total=1) if self.progress else None
                 result.reused = reused(shard, job.job_id, self.seeded.get(job.job_id, {"gen_id": [], "eval_id": []}))
                 counts = merge(shard, self.db, self.cfg.on_conflict)
+                if merging is not None:
+                    self.progress.advance(merging, 1)
                 result.rows_merged = sum(c["added"] + c["updated"] for c in counts.values())
                 result.diverged = counts.diverged
             except SIBenchError as exc:

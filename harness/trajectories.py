@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -359,16 +360,23 @@ def stored_trajectories(db, unit: str = "total", group_by: str = "run") -> list[
     return seed_groups(trajs) if group_by == "seed" else [(tr, None) for tr in trajs]
 
 
-def fit_store(db, options: FitOptions | None = None, *, group_by: str = "run", save: bool = True) -> list[FitEntry]:
+def fit_store(db, options: FitOptions | None = None, *, group_by: str = "run", save: bool = True,
+              progress: Any = None) -> list[FitEntry]:
     """Fit the coupled law to every stored trajectory with enough points and save the rows into `fits`.
 
     One trajectory per (run_id, dataset, split, verifier); group_by="seed" fits the mean of runs that differ
-    only in their seed, on the t they all measured. Trajectories with fewer points come back with a note."""
+    only in their seed, on the t they all measured. Trajectories with fewer points come back with a note. Each fit
+    advances a "fitting" phase of `progress`."""
     options = options or FitOptions()
     trajectories = stored_trajectories(db, options.unit, group_by)
     signals = stored_signals(db, [e for tr, _ in trajectories for e in tr.eval_ids])
-    entries = [replace(fit_entry(tr, options), verifier_signal=signal_statement(tr.eval_ids, signals), pooling=pooling)
-               for tr, pooling in trajectories]
+    task = progress.add_task("fitting", total=len(trajectories)) if progress is not None and trajectories else None
+    entries = []
+    for tr, pooling in trajectories:
+        entries.append(replace(fit_entry(tr, options), verifier_signal=signal_statement(tr.eval_ids, signals),
+                               pooling=pooling))
+        if task is not None:
+            progress.advance(task, 1)
     if save:
         save_fits(db, entries, fit_rows(entries))
     return entries

@@ -58,12 +58,16 @@ def expected_measures(sigma: float) -> dict[str, float]:
 
 
 def scripted_fine_tune(parent: ModelRef, rows: list[dict], target: Path, cfg, *, seed: int,
-                       epochs: float | None = None) -> dict:
-    """Stands in for trl's SFT step (si_bench.trainers.sft.fine_tune): one `train_step` fault point per optimiser
-    step, then a checkpoint directory whose adapter_config.json depends on the parent, the rows and the seed only,
-    so its hash (the checkpoint's weights) does too. Written whole or not at all, as the real one."""
+                       epochs: float | None = None, progress=None) -> dict:
+    """Stands in for trl's SFT step (si_bench.trainers.sft.fine_tune): one `train_step` fault point (and one step of
+    a "fine-tuning" phase of `progress`) per optimiser step, then a checkpoint directory whose adapter_config.json
+    depends on the parent, the rows and the seed only, so its hash (the checkpoint's weights) does too. Written whole
+    or not at all, as the real one."""
     steps = math.ceil(len(rows) / cfg.train_batch_size) * math.ceil(epochs or cfg.epochs_per_round)
+    task = progress.add_task("fine-tuning", total=steps) if progress is not None else None
     for _ in range(steps):
+        if task is not None:
+            progress.advance(task, 1)
         faults.point("train_step")
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))

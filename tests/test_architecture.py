@@ -17,7 +17,7 @@ PACKAGES = {"harness": "si_bench", "tasks": "si_bench.tasks", "trainers": "si_be
 # Lowest first; a module may import its own layer and the layers below it, never one above.
 LAYERS = [
     ("foundation", {"si_bench", "si_bench.errors", "si_bench.faults", "si_bench.locks", "si_bench.options",
-                    "si_bench.resample"}),
+                    "si_bench.progress", "si_bench.resample"}),
     ("data and store", {"si_bench.store", "si_bench.merge", "si_bench.datasets"}),
     ("measures, selection, fit", {"si_bench.measures", "si_bench.select", "si_bench.fit", "si_bench.trajectories"}),
     ("backends and evaluation", {"si_bench.models", "si_bench.devices", "si_bench.sampling", "si_bench.backends",

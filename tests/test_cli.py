@@ -1,4 +1,5 @@
-"""Bad input through the real command line: one `error:` line on stderr, a non-zero exit, nothing written."""
+"""Bad input through the command line (its own entry point, in-process; a real process where another one holds
+the store): one `error:` line on stderr, a non-zero exit, nothing written."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import run_cli
@@ -64,9 +64,8 @@ BAD_EVALUATE = [
 
 
 def run_many(*calls: list[str]) -> list[subprocess.CompletedProcess]:
-    """Independent CLI calls, run concurrently (each is a fresh process; the suite stays fast)."""
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        return list(pool.map(lambda args: run_cli(*args), calls))
+    """Independent CLI calls, one after another (in this process, each takes milliseconds)."""
+    return [run_cli(*args) for args in calls]
 
 
 def test_evaluate_rejects_bad_input(tmp_path, tiny_model):

@@ -7,7 +7,7 @@ import dataclasses
 import math
 
 import pytest
-from conftest import run_cli, table_rows
+from conftest import run_cli, run_process, table_rows
 from scripted import PICKS, SAMPLES, SCRIPT, expected_measures
 
 from si_bench import faults
@@ -123,7 +123,7 @@ def test_killed_process_resumes_to_the_same_result(db, tiny_cfg, tmp_path):
             "--n-boot", "50", "--batch-size", "8", "--chunk-prompts", "2"]
     ref_db = str(tmp_path / "ref.duckdb")
     run_cli(*args, "--db", ref_db, check=True)
-    killed = run_cli(*args, "--db", db, env={"SI_BENCH_FAIL_AT": "sample_chunk:1:kill"})
+    killed = run_process(*args, "--db", db, env={"SI_BENCH_FAIL_AT": "sample_chunk:1:kill"})
     assert killed.returncode == -9
     assert 0 < counts(db)["samples"] < 12
     run_cli(*args, "--db", db, check=True)

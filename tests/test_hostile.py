@@ -177,7 +177,8 @@ def test_vllm_backend_without_vllm(tmp_path, tiny_model, monkeypatch, capsys):
 
 def test_a_full_disk_mid_evaluation_is_one_line_and_resumes(tmp_path, tiny_model):
     args = ["evaluate", "--model", "tiny-test", "--limit", "4", "--samples", "1", "--max-new-tokens", "4",
-            "--n-boot", "10", "--chunk-prompts", "2", "--db", str(tmp_path / "si.duckdb")]
+            "--n-boot", "10", "--chunk-prompts", "2", "--db", str(tmp_path / "si.duckdb"),
+            "--quiet"]  # stderr: the error alone
     full = run_cli(*args, env={"SI_BENCH_FAIL_AT": "sample_chunk:1:enospc"})
     one_error(full.returncode, full.stderr, "No space left on device", expected_code=1)
     assert "run the same command again" in full.stderr
@@ -189,7 +190,7 @@ def test_a_full_disk_mid_evaluation_is_one_line_and_resumes(tmp_path, tiny_model
 def test_a_full_disk_while_saving_a_checkpoint(tmp_path, tiny_model):
     args = ["run", "--model", "tiny-test", "--rounds", "1", "--samples", "1", "--train-prompts", "2", "--test-limit",
             "2", "--max-new-tokens", "4", "--n-boot", "10", "--train-batch-size", "2", "--db",
-            str(tmp_path / "si.duckdb"), "--workdir", str(tmp_path / "runs")]
+            str(tmp_path / "si.duckdb"), "--workdir", str(tmp_path / "runs"), "--quiet"]  # stderr: the error alone
     full = run_cli(*args, env={"SI_BENCH_FAIL_AT": "checkpoint_save:1:enospc"})
     one_error(full.returncode, full.stderr, "No space left on device", expected_code=1)
     assert not list((tmp_path / "runs").glob("*/step-*")) and not list((tmp_path / "runs").glob("*/.step-*"))
@@ -246,14 +247,20 @@ def test_control_characters_reach_no_output(tmp_path, monkeypatch, capsys):
     for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "index.html"):
         text = (tmp_path / "board" / name).read_text()
         assert "[31m" in text and not RAW.search(text), name  # the name is there, its escapes are not
-    from rich.console import Console
-    from rich.progress import Progress
+    from si_bench.cli._show import reporter
+    from si_bench.progress import ProgressOptions
 
-    from si_bench.cli._show import log_lines
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
 
-    console = Console(file=io.StringIO(), width=200)
-    log_lines(Progress(console=console))(f"{EVIL} · step 1: fine-tuning")
-    assert "fine-tuning" in console.file.getvalue() and not RAW.search(console.file.getvalue())
+    for stream in (io.StringIO(), Terminal()):  # a log's plain lines, a terminal's bars and lines
+        with reporter(ProgressOptions(), stream=stream) as progress:
+            progress.log(f"{EVIL} · step 1: fine-tuning")
+            with progress.scope(EVIL):
+                progress.advance(progress.add_task(f"{EVIL} · sampling", total=1), 1)
+        assert "fine-tuning" in stream.getvalue() and "sampling 1/1" in stream.getvalue(), stream.getvalue()
+        assert not RAW.search(stream.getvalue()), stream.getvalue()
 
 
 def test_simulate_bounds(monkeypatch, capsys):

@@ -8,7 +8,7 @@ import shutil
 
 import duckdb
 import pytest
-from conftest import quiet, run_cli, table_rows
+from conftest import quiet, run_cli, run_process, table_rows
 from synth_store import make_run
 
 from si_bench import api, store
@@ -151,7 +151,7 @@ def test_a_killed_step_leaves_no_scratch_directory(tmp_path, tiny_model):
     args = ["run", "--model", "tiny-test", "--rounds", "1", "--samples", "2", "--train-prompts", "4", "--test-limit",
             "2", "--max-new-tokens", "6", "--n-boot", "10", "--train-batch-size", "2", "--db", db, "--workdir",
             str(runs)]
-    killed = run_cli(*args, env={"SI_BENCH_FAIL_AT": "train_step:1:kill"})
+    killed = run_process(*args, env={"SI_BENCH_FAIL_AT": "train_step:1:kill"})
     assert killed.returncode == -9
     assert list(runs.glob("*/.step-001-*")), "the kill should have left a scratch directory"
     run_cli(*args, check=True)

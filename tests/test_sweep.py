@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import quiet, run_cli
+from conftest import quiet, run_process
 from rich.console import Console
 
 from si_bench import faults, store
@@ -105,7 +105,7 @@ def local_sweep(tmp_path_factory, tiny_model):
     (an injected fault after its fine-tuning) while job 2 finishes; the rest of job 1."""
     folder = tmp_path_factory.mktemp("local-sweep")
     spec, db = write_spec(folder), str(folder / "main.duckdb")
-    killed = run_cli("sweep", spec, "--db", db, env={"SI_BENCH_FAIL_AT": "train_step:1:kill"})
+    killed = run_process("sweep", spec, "--db", db, env={"SI_BENCH_FAIL_AT": "train_step:1:kill"})
     left = Sweep(SweepConfig(spec=spec), db)
     states = [(left.record(job).get("status"), left.state(job)) for job in left.jobs]
     torch.set_num_threads(2)

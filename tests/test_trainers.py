@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, quiet, run_cli, table_rows
+from conftest import ROOT, quiet, run_cli, run_process, table_rows
 
 from si_bench import faults, locks, store
 from si_bench.api import import_store, run, train_round
@@ -141,7 +141,7 @@ def test_killed_run_resumes_to_the_same_result(reference, tmp_path):
     _, _, expected = reference
     db = str(tmp_path / "si.duckdb")
     args = [*CLI_RUN, "--db", db, "--workdir", str(tmp_path / "runs")]
-    killed = run_cli(*args, env={"SI_BENCH_FAIL_AT": "train_step:2:kill"})
+    killed = run_process(*args, env={"SI_BENCH_FAIL_AT": "train_step:2:kill"})
     assert killed.returncode == -9
     run_cli(*args, check=True)
     assert snapshot(db) == expected

@@ -193,15 +193,12 @@ def test_bad_backend_args_are_refused_before_any_work(fake_vllm, args, message):
     assert fake_vllm.CALLS == []
 
 
-def test_bad_backend_arg_on_the_command_line_writes_nothing(tmp_path, tiny_model):
-    import os
-
+def test_bad_backend_arg_on_the_command_line_writes_nothing(fake_vllm, tmp_path, tiny_model):
     from conftest import run_cli
 
     db = tmp_path / "si.duckdb"
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(FAKE), os.environ.get("PYTHONPATH")]))}
     result = run_cli("evaluate", "--model", "tiny-test", "--backend", "vllm", "--backend-args",
-                     "max_model_len=512,tensor_paralel_size=2", "--limit", "2", "--db", str(db), env=env)
+                     "max_model_len=512,tensor_paralel_size=2", "--limit", "2", "--db", str(db))
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert lines[0].startswith("error: --backend-args") and "tensor_parallel_size" in lines[0]

@@ -24,6 +24,7 @@ from si_bench.errors import SIBenchError
 from si_bench.evaluation import EvalResult, Evaluation, RunLink, fewshot_pool
 from si_bench.models import ModelRef, resolve_model
 from si_bench.options import check_directory
+from si_bench.progress import scope
 from si_bench.trainers.config import SelfImproveConfig
 from si_bench.trainers.external import check_budget, check_source, choose_prompts, source_for
 from si_bench.trainers.sft import checkpoint_ref, fine_tune
@@ -245,7 +246,8 @@ class SelfImproveRun:
         self.log(f"{self.run_id} · step {step}: fine-tuning on {len(rows)} rows")
         started = time.perf_counter()
         backends.pause(self.cfg.backend)  # the sampling engine gives the accelerator's memory to the trainer
-        stats = fine_tune(parent.model, rows, target, self.cfg, seed=self.cfg.seed * 1000 + step, epochs=epochs)
+        stats = fine_tune(parent.model, rows, target, self.cfg, seed=self.cfg.seed * 1000 + step, epochs=epochs,
+                          progress=self.progress)
         self.timings["training_s"] = self.timings.get("training_s", 0.0) + time.perf_counter() - started
         ref = checkpoint_ref(self.base, target, self.cfg)
         with store.write(self.db) as con:
@@ -260,11 +262,19 @@ class SelfImproveRun:
                 "created_at": _now(),
             }])
 
+    def _at(self, step: int):
+        """Progress inside names the step: "step 3/10"."""
+        return scope(self.progress, f"step {step}/{self.steps_total()}")
+
     def train_step(self) -> int:
         """Do the next step (a round, or a half epoch in fixed mode); return its number."""
         step = self.steps_done() + 1
         if step > self.steps_total():  # only a second writer could get here; the run lock keeps it out
             raise SIBenchError(f"run {self.run_id} has all {self.steps_total()} steps its settings ask for")
+        with self._at(step):
+            return self._train_step(step)
+
+    def _train_step(self, step: int) -> int:
         parent = self.checkpoint(step - 1)
         if self.cfg.mode == "regenerate":
             picks = self._evaluate(parent, "train", prompts=self.train_prompts)
@@ -307,7 +317,8 @@ class SelfImproveRun:
         while True:
             done = self.steps_done()
             if done == 0 or self._wants_test(done):
-                self.measure_test(done)  # a no-op when stored; fills in a step killed before its measurement
+                with self._at(done):
+                    self.measure_test(done)  # a no-op when stored; fills in a step killed before its measurement
             if done >= self.steps_total():
                 break
             self.train_step()
@@ -323,7 +334,8 @@ class SelfImproveRun:
         if self.steps_done() >= self.steps_total():
             self.extend()
         if self.steps_done() == 0:
-            self.measure_test(0)
+            with self._at(0):
+                self.measure_test(0)
         return self.train_step()
 
     def extend(self) -> None:

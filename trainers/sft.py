@@ -13,23 +13,31 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from si_bench import faults
 from si_bench.models import ModelRef
 from si_bench.trainers.config import SelfImproveConfig
 
 
-class _FaultCallback:
-    """Lets the resume tests crash mid-training at a chosen optimiser step."""
+def _callback(progress: Any = None):
+    """A trainer callback that reports each optimiser step to `progress` (a "fine-tuning" phase of max_steps) and
+    lets the resume tests crash mid-training at a chosen step."""
+    from transformers import TrainerCallback
 
-    def __new__(cls):
-        from transformers import TrainerCallback
+    class Callback(TrainerCallback):
+        task = None
 
-        class Callback(TrainerCallback):
-            def on_step_end(self, args, state, control, **kwargs):
-                faults.point("train_step")
+        def on_train_begin(self, args, state, control, **kwargs):
+            if progress is not None:
+                self.task = progress.add_task("fine-tuning", total=state.max_steps)
 
-        return Callback()
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.task is not None:
+                progress.advance(self.task, 1)
+            faults.point("train_step")
+
+    return Callback()
 
 
 def training_precision(cfg: SelfImproveConfig) -> dict:
@@ -76,8 +84,9 @@ def _load(parent: ModelRef, cfg: SelfImproveConfig, load_dtype: str):
 
 
 def fine_tune(parent: ModelRef, rows: list[dict], target: Path, cfg: SelfImproveConfig, *, seed: int,
-              epochs: float | None = None) -> dict:
-    """Train `parent` on `rows` ({"prompt", "completion"}) and save the new checkpoint at `target`."""
+              epochs: float | None = None, progress: Any = None) -> dict:
+    """Train `parent` on `rows` ({"prompt", "completion"}) and save the new checkpoint at `target`; each optimiser
+    step advances a "fine-tuning" phase of `progress`."""
     import torch
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -115,7 +124,7 @@ def fine_tune(parent: ModelRef, rows: list[dict], target: Path, cfg: SelfImprove
         )
         trainer = SFTTrainer(
             model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-            peft_config=peft_config, callbacks=[_FaultCallback()],
+            peft_config=peft_config, callbacks=[_callback(progress)],
         )
         from transformers.trainer_callback import PrinterCallback
 

@@ -1,38 +1,18 @@
-"""What long commands show: rich progress bars, and a run's test trajectory when it is done."""
+"""What long commands show: their progress (si_bench.progress, every name in it as plain text) and a run's test
+trajectory when it is done."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TextIO
 
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
-
+from si_bench.progress import ProgressOptions, Reporter
 from si_bench.reports.tables import terminal_text
 
 
-class Description(ProgressColumn):
-    """A task's description as plain text: names in it (a model folder) carry no markup or control characters."""
-
-    def render(self, task) -> Text:
-        return Text(terminal_text(task.description))
-
-
-def progress_bar() -> Progress:
-    return Progress(
-        Description(), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), transient=True,
-    )
-
-
-def log_lines(progress: Progress) -> Callable[[str], None]:
-    """A command's log sink above its progress bars: each line plain text, without control characters."""
-    return lambda line: progress.console.print(terminal_text(line), markup=False, highlight=False)
+def reporter(options: ProgressOptions, stream: TextIO | None = None) -> Reporter:
+    """The command's progress: bars on a terminal, lines in a log, nothing under --quiet; every description and log
+    line plain text without control characters or markup (a model folder's name is the user's)."""
+    return Reporter.for_command(options, stream=stream, clean=terminal_text)
 
 
 def show_run(run_id: str, db: str) -> None:
