@@ -41,11 +41,95 @@ COLUMNS = [
     ("gap_limit", "G_inf [95% CI]"), ("rate", "rate [95% CI]"), ("r2", "R² U_s / U_v / G"),
     ("law", "coupled law"), ("note", "note"),
 ]
-LEGEND = ("95% intervals; 'open': the data do not determine that end, 'not identified': no limit the data can "
-          "pin down (reasons in leaderboard.csv/.json and each row's section). Limit intervals span the candidate "
-          "laws the data do not reject (coupled, separate exponentials, power laws). 'conditional': an F test "
-          "rejects the coupled law in favour of another. "
-          "Reference rows are the paper's curves digitised from its figure (plot units, not measured here).")
+# How to read the leaderboard: the page, leaderboard.md, leaderboard.json and the CSV's companion
+# (leaderboard.columns.csv) all say this. {unit} is the NLL unit of the table (total or per-token).
+GUIDE = [
+    ("a row", "one model × dataset/split × verifier × mode, its replicate seeds pooled into one trajectory (`seeds` "
+              "counts them; the intervals then resample runs, then prompts within runs). Mode `fixed`: the picks are "
+              "made once, from the base model, and t counts epochs over them; `regenerate`: new candidates and "
+              "picks every round, and t counts rounds. Measured rows (the test split of each run) come first, then "
+              "the paper's curves as reference rows: digitised from its figure, in its plot units, not measured "
+              "here."),
+    ("better", "U_s (solver) is the mean {unit} NLL (nats) of the model's own samples, U_v (verifier) that of the "
+               "one its own verifier picks from each prompt's N (best of N): lower is better, for a value and for "
+               "its limit. Accuracy: higher is better. G = U_s − U_v, the solver-verifier gap, is what "
+               "self-improvement on its own verifier still has to gain."),
+    ("limits", "the coupled law U(t) = U_inf + A·e^(−rate·t), fitted to U_s and U_v with one shared rate, says where "
+               "each goes as t grows: the U_s limit is how far self-improvement can take the solver, the U_v limit "
+               "where its verifier ends; G_inf = U_s limit − U_v limit is the gap left at the end (near 0: the "
+               "verifier has nothing left to teach). rate: per epoch or round, higher converges faster. A limit's "
+               "95% interval spans every candidate law the data do not reject (the coupled law, separate "
+               "exponentials, power laws). The accuracy limits come from saturation fits of accuracy over t."),
+    ("[a, b]", "a 95% confidence interval."),
+    ("open", "that end of the interval is not determined by the data: every value beyond the other end fits as "
+             "well (a limit can be open at one end and bounded at the other)."),
+    ("not identified", "the data pin down no limit at all (for accuracy: no significant change over t); the reason "
+                       "is in the row's section and in leaderboard.csv/.json (`*_reason`)."),
+    ("coupled law", "'supported': an F test at 5% does not reject the coupled law in favour of separate "
+                    "exponentials or a power law. 'conditional': it does, or the trajectory has too few points to "
+                    "test it; the coupled law's own curve and rate then hold only as far as the law does (why: "
+                    "`law_why` and the row's section)."),
+    ("no number", "'not fitted': too few points for a fit (see the note); 'not in the figure': the paper's figure "
+                  "shows no accuracy; '–': not measured."),
+]
+NOT_FITTED, NOT_IN_FIGURE = "not fitted", "not in the figure"
+# What each column of leaderboard.csv (and each key of a leaderboard.json row) holds, and which way is better.
+QUANTITY_DOCS = {
+    "solver_accuracy_limit": ("limit of solver accuracy (a saturation fit over t), a share in [0, 1]", "higher"),
+    "verifier_accuracy_limit": ("limit of the verifier's picks' accuracy (a saturation fit over t)", "higher"),
+    "solver_limit": ("U_s limit: where solver uncertainty (NLL, nats) goes as t grows (coupled law)", "lower"),
+    "verifier_limit": ("U_v limit: where verifier uncertainty (NLL of the picks) goes as t grows", "lower"),
+    "gap_limit": ("G_inf = U_s limit − U_v limit: the solver-verifier gap left at the end (near 0: nothing left "
+                  "for self-improvement to gain)", ""),
+    "rate": ("the coupled law's shared rate, per t_unit", "higher: faster"),
+}
+COLUMN_DOCS = {
+    "model": ("the model (a preset, a local directory or a hub id)", ""),
+    "dataset": ("the dataset", ""), "split": ("its split the trajectory measures", ""),
+    "verifier": ("the self-verification method: tf (True/False) or qe (quality rating)", ""),
+    "mode": ("fixed (picks made once, t in epochs) or regenerate (new picks every round, t in rounds)", ""),
+    "source": ("measured, or where a reference row comes from", ""),
+    "seeds": ("replicate runs pooled into this row", ""),
+    "t_last": ("the last t measured", ""), "n_points": ("measurements in the trajectory", ""),
+    "t_unit": ("what t counts: epoch or round", ""), "unit": ("NLL unit: total or per_token", ""),
+    "solver_accuracy_initial": ("solver accuracy at the first t", "higher"),
+    "solver_accuracy_final": ("solver accuracy at the last t", "higher"),
+    **{column: doc for q, (meaning, better) in QUANTITY_DOCS.items() for column, doc in (
+        (q, (f"{meaning}; empty: not identified (why: {q}_reason) or not fitted (see note)", better)),
+        (f"{q}_lo", (f"low end of its 95% interval; empty: open, the data do not determine it (why: {q}_reason)",
+                     "")),
+        (f"{q}_hi", (f"high end of its 95% interval; empty: open, the data do not determine it (why: {q}_reason)",
+                     "")),
+        (f"{q}_reason", ("why an end is open or the limit is not identified; empty when both ends are determined",
+                         "")))},
+    "r2_solver": ("R² of the coupled law on U_s", "higher"), "r2_verifier": ("R² of the coupled law on U_v", "higher"),
+    "r2_gap": ("R² of the coupled law on G = U_s − U_v", "higher"),
+    "law": ("the coupled law: supported (the law test does not reject it) or conditional (see law_why); empty: not "
+            "fitted", ""),
+    "law_why": ("why the law is conditional", ""),
+    "best_law": ("the law with the best forecast backtest skill", ""),
+    "best_skill": ("that law's skill against persistence (1 perfect, 0 no better than the last value)", "higher"),
+    "coupled_skill": ("the coupled law's backtest skill against persistence", "higher"),
+    "note": ("why a row has no fit (e.g. too few points to fit), and what its verifier's signal says", ""),
+    "run_id": ("the run (the first seed's run when seeds are pooled)", ""),
+    "fit_key": ("the trajectory's key in the store's fits table", ""), "plot": ("its figure, beside this file", ""),
+}
+ACCURACY_CELLS = {"solver_accuracy", "solver_accuracy_limit", "verifier_accuracy_limit"}
+
+
+def _unit(unit: str) -> str:
+    return "per-token" if unit == "per_token" else "total"
+
+
+def guide(unit: str) -> list[tuple[str, str]]:
+    """GUIDE with the table's NLL unit filled in."""
+    return [(term, text.replace("{unit}", _unit(unit))) for term, text in GUIDE]
+
+
+def intro(unit: str) -> str:
+    return (f"Self-improvement trajectories of solver and verifier uncertainty ({_unit(unit)} NLL) and accuracy, "
+            "fitted to say where each is heading: one row per trajectory, with the limits, their 95% intervals and "
+            "whether the law behind them holds.")
 
 
 @dataclass
@@ -270,19 +354,34 @@ def _pct(v) -> str:
     return "–" if v is None else f"{100 * v:.1f}%"
 
 
+def _missing(r: dict, col: str) -> str:
+    """What a cell without a number says instead (GUIDE's "no number")."""
+    if col in ACCURACY_CELLS and r.get("source", "measured") != "measured":
+        return NOT_IN_FIGURE
+    if r.get("law") is None:
+        return NOT_FITTED
+    return "–"
+
+
 def _cell(r: dict, col: str) -> str:
     if col in QUANTITIES:
         value = {"estimate": r.get(col), "ci95": [r.get(f"{col}_lo"), r.get(f"{col}_hi")]}
         if value["estimate"] is None and not r.get(f"{col}_reason"):
-            return "–"
+            return _missing(r, col)
         return interval_text(value, pct=col.endswith("accuracy_limit"))
     if col == "data":
         return f"{r['dataset']}/{r['split']}"
     if col == "solver_accuracy":
+        if r.get("solver_accuracy_initial") is None and r.get("solver_accuracy_final") is None:
+            return _missing(r, col)
         return f"{_pct(r.get('solver_accuracy_initial'))} → {_pct(r.get('solver_accuracy_final'))}"
     if col == "r2":
+        if all(r.get(f"r2_{k}") is None for k in ("solver", "verifier", "gap")):
+            return _missing(r, col)
         return " / ".join("–" if r.get(f"r2_{k}") is None else f"{r[f'r2_{k}']:.3f}"
                           for k in ("solver", "verifier", "gap"))
+    if col == "law" and r.get("law") is None:
+        return NOT_FITTED
     if col == "t_last":
         v = r.get("t_last")
         return "–" if v is None else f"{v:g} {r['t_unit']}{'s' if v != 1 else ''}"
@@ -300,7 +399,8 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 NUMERIC_COLUMNS = {*QUANTITIES, "seeds", "t_last", "solver_accuracy", "r2"}
-MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#!|])")
+# What can start markup inside a GitHub table cell; with the brackets escaped no parenthesis can make a link.
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 
 
 def _md_cell(c, column: str) -> str:
@@ -312,13 +412,20 @@ def _md_cell(c, column: str) -> str:
 def markdown(table: pd.DataFrame, unit: str) -> str:
     disp = display_table(table)
     cells = [[_md_cell(c, col) for c, col in zip(row, disp.columns, strict=True)] for row in disp.values.tolist()]
-    head = ["# si-bench leaderboard", "",
-            f"Coupled-law fits U(t) = U_inf + A e^(-rate t) of solver (U_s) and verifier (U_v) uncertainty "
-            f"({'per-token' if unit == 'per_token' else 'total'} NLL), and saturation fits of accuracy. {LEGEND}", ""]
+    head = ["# si-bench leaderboard", "", intro(unit), "", "How to read it:", "",
+            *[f"- **{term}**: {text}" for term, text in guide(unit)], ""]
     if not cells:
         return "\n".join(head + ["No trajectories.", ""])
     return "\n".join(head) + "\n" + tabulate(cells, headers=[h for _, h in COLUMNS], tablefmt="github",
                                              disable_numparse=True) + "\n"
+
+
+def columns_companion(table: pd.DataFrame, unit: str) -> pd.DataFrame:
+    """leaderboard.columns.csv: how to read leaderboard.csv, then what each of its columns holds and which way is
+    better."""
+    rows = [{"column": f"({term})", "meaning": text, "better": ""} for term, text in guide(unit)]
+    rows += [{"column": c, "meaning": COLUMN_DOCS[c][0], "better": COLUMN_DOCS[c][1]} for c in table.columns]
+    return pd.DataFrame(rows, columns=["column", "meaning", "better"])
 
 
 # --------------------------------------------------------------------------- everything
@@ -336,9 +443,11 @@ def render(frames: dict[str, pd.DataFrame], out_dir: Path) -> dict:
     md = markdown(table, unit)
     (out_dir / "leaderboard.md").write_text(md, encoding="utf-8")
     to_csv(table, out_dir / "leaderboard.csv")
-    (out_dir / "leaderboard.json").write_text(
-        json.dumps({"unit": unit, "rows": frame_records(table)}, allow_nan=False, indent=1) + "\n", encoding="utf-8")
-    files += ["leaderboard.md", "leaderboard.csv", "leaderboard.json"]
+    to_csv(columns_companion(table, unit), out_dir / "leaderboard.columns.csv")
+    (out_dir / "leaderboard.json").write_text(json.dumps(
+        {"unit": unit, "guide": dict(guide(unit)), "columns": {c: COLUMN_DOCS[c][0] for c in table.columns},
+         "rows": frame_records(table)}, allow_nan=False, indent=1) + "\n", encoding="utf-8")
+    files += ["leaderboard.md", "leaderboard.csv", "leaderboard.columns.csv", "leaderboard.json"]
     sections = []
     by_key = {m["fit_key"]: m for m in meta.to_dict("records")}
     for r in table.to_dict("records"):
@@ -356,7 +465,8 @@ def render(frames: dict[str, pd.DataFrame], out_dir: Path) -> dict:
         files.append(r["plot"])
         r = {k: (None if is_missing(v) else v) for k, v in r.items()}
         sections.append({"row": r, "fit": fit, "note": r["note"]})
-    page = html.page(display_table(table), [h for _, h in COLUMNS], sections, unit, LEGEND, set(QUANTITIES))
+    page = html.page(display_table(table), [h for _, h in COLUMNS], sections, guide(unit), set(QUANTITIES),
+                     intro(unit))
     (out_dir / "index.html").write_text(page, encoding="utf-8")
     files += ["index.html", "data.parquet"]
     return {"out_dir": str(out_dir), "files": files, "rows": len(table)}

@@ -1,10 +1,12 @@
 """Per-trajectory figures (matplotlib's object API: no pyplot, no global backend). Rendering only: fitted
 curves, limits and the linearisation come in.
 
-Panels: (a) U_s and U_v with the fitted coupled curves, 95% bands and limits, (b) the gap G = U_s - U_v with
-the fitted gap curve, (c) the linearisation check dG against G with its OLS line, (d) accuracies with their
-limits when measured. A limit's legend entry shows its interval; an end the data do not determine reads
-"open", and a limit the data cannot pin down reads "not identified".
+Panels, one above the other in a figure a phone shows at its own width (the page sets them beside the fit's
+details on a wide screen): (a) U_s and U_v with the fitted coupled curves, 95% bands and limits, (b) the gap
+G = U_s - U_v with the fitted gap curve, (c) the linearisation check dG against G with its OLS line, (d)
+accuracies with their limits when measured. Each legend sits below its panel, where it hides no point. A
+limit's legend entry shows its interval; an end the data do not determine reads "open", and a limit the data
+cannot pin down reads "not identified".
 """
 
 from __future__ import annotations
@@ -19,6 +21,14 @@ from si_bench.errors import SIBenchError
 from si_bench.reports.tables import interval_text
 
 SOLVER, VERIFIER, GAP = "#1f77b4", "#d62728", "#2ca02c"
+WIDTH_IN, PANEL_IN, DPI = 4.4, 3.4, 150  # 440 CSS pixels wide (the page's size), drawn for high-density screens
+
+
+def _legend(ax) -> None:
+    """Below the panel, outside its data."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False,
+                  handlelength=1.5, columnspacing=1.0)
 
 
 def _col(frame: pd.DataFrame, name: str) -> np.ndarray | None:
@@ -71,8 +81,10 @@ def trajectory_figure(path: Path, obs: pd.DataFrame, curve: pd.DataFrame | None,
     t = _col(obs, "t")
     t = np.zeros(0) if t is None else t
     has_acc = _col(obs, "solver_accuracy") is not None or _col(obs, "verifier_accuracy") is not None
-    fig = Figure(figsize=(10, 7.2), dpi=90)
-    (a, b), (c, d) = fig.subplots(2, 2)
+    fig = Figure(figsize=(WIDTH_IN, PANEL_IN * (4 if has_acc else 3)), dpi=DPI, layout="constrained")
+    panels = fig.subplots(4 if has_acc else 3, 1)
+    a, b, c = panels[:3]
+    d = panels[3] if has_acc else None
     label_u = y_label or ("NLL per token" if unit == "per_token" else "NLL (nats)")
 
     # (a) U_s, U_v
@@ -85,7 +97,7 @@ def trajectory_figure(path: Path, obs: pd.DataFrame, curve: pd.DataFrame | None,
     a.set_title("(a) solver and verifier uncertainty", fontsize=10)
     a.set_xlabel(t_unit)
     a.set_ylabel(label_u)
-    a.legend(fontsize=7, loc="upper right")
+    _legend(a)
 
     # (b) gap
     g = _col(obs, "gap" + suffix)
@@ -95,7 +107,7 @@ def trajectory_figure(path: Path, obs: pd.DataFrame, curve: pd.DataFrame | None,
     b.set_title("(b) gap G = U_s - U_v", fontsize=10)
     b.set_xlabel(t_unit)
     b.set_ylabel(label_u)
-    b.legend(fontsize=7, loc="upper right")
+    _legend(b)
 
     # (c) linearisation check: dG against G
     lin = (fit or {}).get("linearisation") or {}
@@ -112,30 +124,29 @@ def trajectory_figure(path: Path, obs: pd.DataFrame, curve: pd.DataFrame | None,
                    label=f"OLS (R² {lin.get('r2', float('nan')):.2f})")
         c.axhline(0, color="grey", lw=0.5)
         c.set_ylabel("ΔG per step" if even else "dG/dt (Euler)")
-        c.legend(fontsize=7, loc="best")
+        _legend(c)
     else:
         c.text(0.5, 0.5, "too few points", ha="center", va="center", transform=c.transAxes)
     c.set_title("(c) linearisation check: dG against G", fontsize=10)
     c.set_xlabel("G")
 
     # (d) accuracies
-    if has_acc:
+    if d is not None:
         accuracy = (fit or {}).get("accuracy") or {}
-        for name, color in (("solver", SOLVER), ("verifier", VERIFIER)):
+        # the two series side by side at each t, so neither hides the other
+        dodge = 0.06 * (float(np.min(np.diff(np.unique(t)))) if len(np.unique(t)) > 1 else 1.0)
+        for name, color, shift in (("solver", SOLVER, -dodge), ("verifier", VERIFIER, dodge)):
             col = f"{name}_accuracy"
-            _errorbar(d, t, _col(obs, col), _col(obs, col + "_lo"), _col(obs, col + "_hi"), color, name)
+            _errorbar(d, t + shift, _col(obs, col), _col(obs, col + "_lo"), _col(obs, col + "_hi"), color, name)
             acc = accuracy.get(name)
             if acc:
                 _limit(d, acc.get("limit") or {"estimate": None}, color, f"{name} limit", pct=True)
         d.set_title("(d) accuracy", fontsize=10)
         d.set_xlabel(t_unit)
         d.set_ylim(-0.02, 1.02)
-        d.legend(fontsize=7, loc="lower right")
-    else:
-        d.axis("off")
+        _legend(d)
     if title:
-        fig.suptitle(title.replace("$", r"\$"), fontsize=11)  # no mathtext from model names
-    fig.tight_layout()
+        fig.suptitle(title.replace("$", r"\$"), fontsize=9, wrap=True)  # no mathtext from model names
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")

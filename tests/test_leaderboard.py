@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from datetime import datetime, timedelta
@@ -14,6 +15,7 @@ from synth_store import TRUTH, make_run
 from si_bench import api, store, trajectories
 from si_bench.errors import SIBenchError
 from si_bench.fit import FitOptions
+from si_bench.reports import leaderboard as board_module
 
 HOSTILE = "<script>alert(1)</script>"
 FORMULA = "=cmd|' /C calc'!A0"
@@ -140,7 +142,39 @@ def test_reference_rows_are_the_papers_curves(board):
         panel = row["run_id"].removeprefix("reference-")
         assert (row["r2_solver"], row["r2_verifier"], row["r2_gap"]) == pytest.approx(TABLE_A[panel], abs=0.002)
     md = (out / "leaderboard.md").read_text()
-    assert "Phi-4-mini" in md and "\\(reference\\)" in md
+    assert "| Phi-4-mini (Sun et al., ICLR 2026) (reference)" in md and "\\(" not in md  # no stray escapes
+
+
+def test_every_format_says_how_to_read_it(board):
+    out, _ = board
+    md, page = (out / "leaderboard.md").read_text(), (out / "index.html").read_text()
+    companion = pd.read_csv(out / "leaderboard.columns.csv").fillna("")
+    explained = dict(zip(companion.column, companion.meaning, strict=True))
+    guide = _strict((out / "leaderboard.json").read_text())["guide"]
+    for term, text in board_module.guide("total"):
+        assert f"**{term}**: {text}" in md and explained[f"({term})"] == text and guide[term] == text
+        assert f"<dt>{html.escape(term)}</dt>" in page
+    for phrase in ("one model × dataset/split × verifier × mode", "lower is better", "G_inf", "open",
+                   "not identified", "conditional"):
+        assert phrase in md and phrase in " ".join(explained.values()), phrase
+    csv_columns = pd.read_csv(out / "leaderboard.csv").columns
+    assert [c for c in companion.column if not c.startswith("(")] == list(csv_columns)  # every column, in order
+    assert all(explained[c] for c in csv_columns)
+    assert companion.set_index("column").loc["solver_limit", "better"] == "lower"
+
+
+def test_cells_without_a_number_say_why(board):
+    out, _ = board
+    md = (out / "leaderboard.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| model")]
+    short = next(line for line in rows if "too few points to fit" in line)  # the note says why
+    reference = next(line for line in rows if "(reference)" in line)
+    assert short.count("not fitted") == 8  # 6 limits, R², law
+    assert reference.count("not in the figure") == 3  # the figure's accuracy: t0 → last and both limits
+    cells = {cell.strip() for line in rows for cell in line.split("|")[1:-1]}
+    assert not cells & {"–", "– → –", "– / – / –"}, cells
+    page = (out / "index.html").read_text()
+    assert "<span class=\"why\">not fitted</span>" in page and "<span class=\"why\">not in the figure</span>" in page
 
 
 def test_published_fits_are_the_stored_fits(db, tmp_path, monkeypatch):
@@ -177,7 +211,7 @@ def test_outputs_cannot_inject(board):
     assert "'" + FORMULA.replace('"', '""') in csv_text or "'=cmd" in csv_text
     assert not any(cell.startswith("=") for line in csv_text.splitlines() for cell in line.split(","))
     md = (out / "leaderboard.md").read_text()
-    assert LINK not in md and "\\[x\\]\\(javascript:alert\\(1\\)\\)" in md
+    assert LINK not in md and "\\[x\\](javascript:alert(1))" in md  # no link without its brackets
 
 
 def test_html_is_static_and_escaped(board):
