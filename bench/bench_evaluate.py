@@ -264,7 +264,7 @@ def si_contexts(lm, dataset: str, prompts, fewshot, shots: int) -> list[str]:
 
     seen: list[str] = []
 
-    def record(self, contexts, gen_kwargs, seeds):
+    def record(self, contexts, gen_kwargs, seeds, report=None):
         seen.extend(contexts)
         return [_Empty() for _ in contexts]
 
