@@ -61,15 +61,29 @@ def _vp_unweighted(t: np.ndarray, Y: np.ndarray, basis: Basis, lo: float, hi: fl
     rss_grid = np.where(np.isfinite(rss_grid), rss_grid, np.inf)
     best = np.argmin(rss_grid, axis=1)
 
-    lg = np.log(grid)
-    a = lg[np.clip(best - 1, 0, n_grid - 1)]
-    b = lg[np.clip(best + 1, 0, n_grid - 1)]
-
     def f(logtheta: np.ndarray) -> np.ndarray:
         X = basis_rows(basis, np.exp(logtheta), t)
         r, *_ = _profile(X, Yc, syy)
         return np.where(np.isfinite(r), r, np.inf)
 
+    logtheta = _golden_refine(f, grid, rss_grid, best, n_iter)
+
+    theta = np.exp(logtheta)
+    X = basis_rows(basis, theta, t)
+    rss, sxy_b, sxx_b, xbar = _profile(X, Yc, syy)
+    amp = sxy_b / sxx_b[:, None]
+    inter = ybar[:, 0, :] - amp * xbar[:, None]
+    at_bound = _at_bound(logtheta, grid)
+    return VPResult(theta=theta, intercept=inter, amplitude=amp, rss=rss, at_bound=at_bound)
+
+
+
+def _golden_refine(f, grid: np.ndarray, rss_grid: np.ndarray, best: np.ndarray, n_iter: int) -> np.ndarray:
+    """Each replicate's log-rate refined by golden-section search between the best grid point's neighbours;
+    never worse than that grid point."""
+    lg = np.log(grid)
+    a = lg[np.clip(best - 1, 0, len(grid) - 1)]
+    b = lg[np.clip(best + 1, 0, len(grid) - 1)]
     c = b - _GOLD * (b - a)
     d = a + _GOLD * (b - a)
     fc, fd = f(c), f(d)
@@ -86,21 +100,13 @@ def _vp_unweighted(t: np.ndarray, Y: np.ndarray, basis: Basis, lo: float, hi: fl
         fc, fd = np.where(left, f_new, fd), np.where(left, fc, f_new)
         c, d = c_next, d_next
     logtheta = np.where(fc < fd, c, d)
-    # never do worse than the best grid point
-    r_ref = f(logtheta)
-    g_best = rss_grid[np.arange(B), best]
-    use_grid = g_best < r_ref
-    logtheta = np.where(use_grid, lg[best], logtheta)
+    use_grid = rss_grid[np.arange(len(best)), best] < f(logtheta)
+    return np.where(use_grid, lg[best], logtheta)
 
-    theta = np.exp(logtheta)
-    X = basis_rows(basis, theta, t)
-    rss, sxy_b, sxx_b, xbar = _profile(X, Yc, syy)
-    amp = sxy_b / sxx_b[:, None]
-    inter = ybar[:, 0, :] - amp * xbar[:, None]
-    tol = 1e-3
-    at_bound = (logtheta <= lg[0] + tol) | (logtheta >= lg[-1] - tol)
-    return VPResult(theta=theta, intercept=inter, amplitude=amp, rss=rss, at_bound=at_bound)
 
+def _at_bound(logtheta: np.ndarray, grid: np.ndarray, tol: float = 1e-3) -> np.ndarray:
+    """Replicates whose rate ended at the edge of the search range (not identified from inside it)."""
+    return (logtheta <= np.log(grid[0]) + tol) | (logtheta >= np.log(grid[-1]) - tol)
 
 def wls(X: np.ndarray, Y: np.ndarray, W: np.ndarray | None):
     """Per-series weighted least squares of y = c + a x for every basis row: X (B, L, T) or (L, T) shared by
@@ -160,39 +166,14 @@ def vp_fit(t: np.ndarray, Y: np.ndarray, basis: Basis, lo: float, hi: float,
     rss_grid = _rss(basis(grid, t), Y, W)
     best = np.argmin(rss_grid, axis=1)
 
-    lg = np.log(grid)
-    a = lg[np.clip(best - 1, 0, n_grid - 1)]
-    b = lg[np.clip(best + 1, 0, n_grid - 1)]
-
     def f(logtheta: np.ndarray) -> np.ndarray:
         return _rss(basis_rows(basis, np.exp(logtheta), t)[:, None, :], Y, W)[:, 0]
 
-    c = b - _GOLD * (b - a)
-    d = a + _GOLD * (b - a)
-    fc, fd = f(c), f(d)
-    for _ in range(n_iter):
-        left = fc < fd
-        b = np.where(left, d, b)
-        a = np.where(left, a, c)
-        new_c = b - _GOLD * (b - a)
-        new_d = a + _GOLD * (b - a)
-        # keep the surviving interior point, evaluate only one new point per replicate
-        c_next = np.where(left, new_c, d)
-        d_next = np.where(left, c, new_d)
-        f_new = f(np.where(left, new_c, new_d))
-        fc, fd = np.where(left, f_new, fd), np.where(left, fc, f_new)
-        c, d = c_next, d_next
-    logtheta = np.where(fc < fd, c, d)
-    # never do worse than the best grid point
-    r_ref = f(logtheta)
-    g_best = rss_grid[np.arange(B), best]
-    use_grid = g_best < r_ref
-    logtheta = np.where(use_grid, lg[best], logtheta)
+    logtheta = _golden_refine(f, grid, rss_grid, best, n_iter)
 
     theta = np.exp(logtheta)
     rss, inter, amp, _ = wls(basis_rows(basis, theta, t)[:, None, :], Y, W)
-    tol = 1e-3
-    at_bound = (logtheta <= lg[0] + tol) | (logtheta >= lg[-1] - tol)
+    at_bound = _at_bound(logtheta, grid)
     return VPResult(theta=theta, intercept=inter[:, :, 0], amplitude=amp[:, :, 0],
                     rss=np.maximum(rss.sum(axis=1)[:, 0], 0.0), at_bound=at_bound)
 
