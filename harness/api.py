@@ -12,6 +12,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from si_bench import evaluation, locks, store, trajectories
+from si_bench.errors import SIBenchError
 from si_bench.evaluation import EvalConfig, EvalResult
 from si_bench.fit import FitOptions, SimulateConfig, fit_frame, fit_groups, read_table, simulation, time_column
 from si_bench.merge import Merged, merge
@@ -127,6 +128,8 @@ def leaderboard(db: str | None = store.DEFAULT_DB, out_dir: str | Path = "leader
     out = board.output_dir(out_dir)
     if from_parquet is not None:
         return board.publish_from(Path(from_parquet), out)
+    if db is None:
+        raise SIBenchError("a leaderboard needs a store (db) or from_parquet")
     store.check_store(db)
     options = options or FitOptions()
     entries = fit_store(db, options, group_by="seed", save=False, progress=progress)

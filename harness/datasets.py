@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from si_bench.errors import SIBenchError
 
@@ -175,7 +175,7 @@ def _math_rows(path: Path, split: str) -> list[Prompt]:
 
 # ---------- arith: generated arithmetic, where a 135M model has a learning signal ----------
 
-ARITH_LEVELS = {
+ARITH_LEVELS: dict[int, dict[str, Any]] = {
     1: dict(terms=2, low=1, high=20, ops="+"),
     2: dict(terms=2, low=5, high=50, ops="+-"),
     3: dict(terms=3, low=2, high=30, ops="+-"),

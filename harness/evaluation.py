@@ -271,8 +271,8 @@ class Evaluation:
             picks = dict(con.execute(
                 """SELECT p.prompt_id, s.text FROM picks p JOIN samples s ON s.gen_id = ? AND s.prompt_id = p.prompt_id
                    AND s.sample_idx = p.sample_idx WHERE p.eval_id = ?""", [self.gen_id, self.eval_id]).fetchall())
-            timings = json.loads(con.execute("SELECT timings FROM evaluations WHERE eval_id = ?",
-                                             [self.eval_id]).fetchone()[0] or "{}")
+            timings = json.loads(store.fetch_one(con, "SELECT timings FROM evaluations WHERE eval_id = ?",
+                                                 [self.eval_id])[0] or "{}")
         metrics |= self._missing_signal(metrics)
         return EvalResult(self.eval_id, self.gen_id, self.cfg, metrics, timings, len(self.prompts), 0, 0, picks)
 
@@ -362,14 +362,14 @@ class Evaluation:
                 lambda: self.lm, [c for _, _, c in chunk], self.fewshot,
                 shots=self.cfg.verifier_shots, apply_chat_template=self.cfg.apply_chat_template,
             )
-            rows = [
+            verdicts = [
                 {"gen_id": self.gen_id, "verifier_key": self.verifier_key, "prompt_id": pid, "sample_idx": k,
                  "score": score, "raw": raw}
                 for (pid, k, _), (score, raw) in zip(chunk, scores, strict=True)
             ]
             with store.write(self.db) as con:
-                store.upsert(con, "verdicts", rows)
-            self._advance(task, len(rows))
+                store.upsert(con, "verdicts", verdicts)
+            self._advance(task, len(verdicts))
             faults.point("verify_chunk")
         self.timings["verification_s"] = time.perf_counter() - started
         return len(todo)
@@ -424,7 +424,7 @@ class Evaluation:
                 for i, p in enumerate(self.prompts)
             ])
             store.upsert(con, "metrics", self._metric_rows(metrics))
-            previous = con.execute("SELECT timings FROM evaluations WHERE eval_id = ?", [self.eval_id]).fetchone()[0]
+            previous = store.fetch_one(con, "SELECT timings FROM evaluations WHERE eval_id = ?", [self.eval_id])[0]
             timings = {**json.loads(previous or "{}"), **{k: v for k, v in self.timings.items() if v > 0.01}}
             con.execute(
                 "UPDATE evaluations SET status = 'done', finished_at = now(), timings = ? WHERE eval_id = ?",

@@ -261,7 +261,7 @@ class LogprobHFLM(HFLM):
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
         self.model(input_ids=context[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
                    past_key_values=cache, use_cache=True, logits_to_keep=1)
-        cache.reorder_cache(row_of)
+        cache.reorder_cache(row_of)  # type: ignore[arg-type]  # a torch.long tensor; the stub names the legacy LongTensor
         return cache
 
     def _sample_batch(self, contexts: list[str], gen_kwargs: dict, seeds: list[int],

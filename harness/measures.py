@@ -253,7 +253,8 @@ class _Collector:
     """Measures of one generation, all over one shared prompt bootstrap (so differences are paired)."""
 
     def __init__(self, boot: _Boot):
-        self.boot, self.out = boot, {}
+        self.boot = boot
+        self.out: dict[str, Measure] = {}
 
     def per_prompt(self, name: str, x: np.ndarray, reason: str | None = None):
         value, reps, n = self.boot.mean(x)
@@ -434,12 +435,13 @@ def verifier_signal(metrics: dict[str, Measure]) -> Measure:
     """The within-prompt AUROC's 95% interval read as a verdict: value 1 (above 0.5), 0 (contains 0.5: no signal)
     or -1 (below 0.5), and the verdict in words as `reason`; None when the interval is undefined."""
     within = metrics.get("auroc_within")
-    if within is None or within.ci_low is None:
+    if within is None or within.ci_low is None or within.ci_high is None:
         why = within.reason if within is not None else "no verifier scores"
         return Measure(None, None, None, within.n if within else 0, f"verifier signal undetermined: {why}")
     flag = 1.0 if within.ci_low > 0.5 else -1.0 if within.ci_high < 0.5 else 0.0
     words = SIGNAL_WORDS[flag]
-    if flag == 0.0 and (metrics.get("picks_by_nll") or Measure(0.0, None, None, 0)).value < 0.5:
+    by_nll = metrics.get("picks_by_nll")
+    if flag == 0.0 and (by_nll is None or by_nll.value is None or by_nll.value < 0.5):
         words = "the verifier score carries no signal here; its picks are no better than a random one"
     return Measure(flag, None, None, within.n,
                    f"{words} (within-prompt AUROC {within.value:.2f} [{within.ci_low:.2f}, {within.ci_high:.2f}])")

@@ -99,8 +99,9 @@ def build_smollm2(target: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # The weights are already float; transformers only refuses to save what it believes is quantised.
-    model.hf_quantizer = None
-    model.is_quantized = False
+    # nn.Module types attributes it does not declare as Tensor | Module
+    model.hf_quantizer = None  # type: ignore[assignment]
+    model.is_quantized = False  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(target)

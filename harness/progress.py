@@ -20,9 +20,12 @@ import threading
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TextIO
 
 from si_bench.options import Options, option
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 PLAIN_EVERY_S = 30.0  # a log line at least this often during long work
 _ACTIVE: list["Reporter"] = []  # the reporters of the commands running in this process, innermost last
@@ -84,7 +87,7 @@ class Reporter:
         self._scopes: list[str] = []
         self._tasks: dict[int, _Task] = {}
         self._lock = threading.RLock()
-        self._bars = None
+        self._bars: Progress | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -154,19 +157,21 @@ class Reporter:
                 key += 1
             self._tasks[key] = task
             if self._bars is not None:
-                task.rich_id = self._bars.add_task(task.name(self.clean), total=task.total, completed=task.done)
+                task.rich_id = self._bars.add_task(task.name(self.clean), total=task.total,
+                                                   # rich keeps counts as floats (Task.completed); add_task says int
+                                                   completed=task.done)  # type: ignore[arg-type]
             self._line(task, now, "started")
         return key
 
     def advance(self, task_id: int | None, advance: float = 1) -> None:
         task = self._tasks.get(task_id) if task_id is not None else None
-        if task is not None:
+        if task_id is not None and task is not None:
             self._set(task_id, task, done=task.done + advance)
 
     def update(self, task_id: int | None, *, completed: float | None = None, total: float | None = None,
                description: str | None = None, **_: Any) -> None:
         task = self._tasks.get(task_id) if task_id is not None else None
-        if task is None:
+        if task_id is None or task is None:
             return
         if description is not None:
             task.phase = description

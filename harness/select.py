@@ -12,6 +12,7 @@ unless every candidate of that prompt has 0 tokens: then the total NLL ranks the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, overload
 
 import numpy as np
 
@@ -63,6 +64,14 @@ def check_sigma(sigma) -> float:
     return sigma
 
 
+@overload
+def check_candidates(nll: Any, n_tokens: Any, scores: None = None) -> tuple[np.ndarray, np.ndarray, None]: ...
+@overload
+def check_candidates(nll: Any, n_tokens: Any, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+@overload
+def check_candidates(nll: Any, n_tokens: Any, scores: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]: ...
+
+
 def check_candidates(nll, n_tokens, scores=None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(nll, n_tokens, scores) as validated (P, N) arrays: finite NLLs, token counts >= 0, scores in [0, 1]."""
     nll = as_matrix("nll", nll)
@@ -97,6 +106,6 @@ def hybrid_best_of_n(
     # lexsort: the last key is the primary one; sorts along the last axis, row by row.
     best_pass = np.lexsort((idx, ptn, ~passing))[:, 0]
     best_fallback = np.lexsort((idx, ptn, -scores))[:, 0]
-    fallback = ~passing.any(axis=1)
+    fallback = np.asarray(~passing.any(axis=1))
     index = np.where(fallback, best_fallback, best_pass).astype(np.int64)
     return Selection(index=index, fallback=fallback, score=scores[rows, index].astype(float))

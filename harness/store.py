@@ -225,7 +225,7 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
         raise SIBenchError("the database is not an si-bench store (it has tables but no schema_version); "
                            "it was not changed: give another --db")
     con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)")
-    current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+    current = fetch_one(con, "SELECT coalesce(max(version), 0) FROM schema_version")[0]
     if current > SCHEMA_VERSION:
         raise SIBenchError(f"database schema v{current} is newer than this si-bench (v{SCHEMA_VERSION}); "
                            "upgrade si-bench")
@@ -284,14 +284,22 @@ def read(path: str | Path = DEFAULT_DB, *, upgrade: bool = True,
 _CURRENT: set[tuple[str, int]] = set()  # (path, inode) of stores this process knows to be at SCHEMA_VERSION
 
 
+def fetch_one(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> tuple[Any, ...]:
+    """The one row of a query that always returns one (an aggregate, or a key known to exist)."""
+    row = con.execute(sql, params).fetchone()
+    if row is None:
+        raise SIBenchError(f"no row from: {sql}")
+    return row
+
+
 def schema_version(path: str | Path) -> int | None:
     """The schema version of an existing store, read without changing it; None for a DuckDB file that is not
     an si-bench store."""
     con = _connect(path, read_only=True)
     try:
-        tables = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_version' AND "
-                             "database_name = current_database()").fetchone()[0]
-        return con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0] if tables else None
+        tables = fetch_one(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_version' AND "
+                                "database_name = current_database()")[0]
+        return fetch_one(con, "SELECT coalesce(max(version), 0) FROM schema_version")[0] if tables else None
     finally:
         con.close()
 
@@ -399,8 +407,8 @@ def run_ids(path: str | Path) -> list[str]:
     if not Path(path).exists():
         return []
     with read(path, upgrade=False) as con:
-        has_runs = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'runs' AND "
-                               "database_name = current_database()").fetchone()[0]
+        has_runs = fetch_one(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'runs' AND "
+                                  "database_name = current_database()")[0]
         return [row[0] for row in con.execute("SELECT run_id FROM runs").fetchall()] if has_runs else []
 
 
@@ -459,7 +467,8 @@ def _first_rows(con: duckdb.DuckDBPyConnection, max_rows: int):
     """At most max_rows of a streaming result (a billion-row SELECT is never materialised)."""
     import pandas as pd
 
-    chunks, n = [], 0
+    chunks: list[pd.DataFrame] = []
+    n = 0
     while n <= max_rows:
         chunk = con.fetch_df_chunk(1)
         if chunk.empty and chunks:

@@ -315,12 +315,13 @@ def ray_outcomes(jobs: list[Job], folders: dict[str, Path], cfg: SweepConfig, st
 
     owned = not ray.is_initialized()
     if owned:
-        local = {} if cfg.address else {"include_dashboard": False}
+        local: dict[str, Any] = {} if cfg.address else {"include_dashboard": False}
         ray.init(address=cfg.address, log_to_driver=False, **local)
     try:
         task = ray.remote(run_job).options(num_cpus=cfg.cpus, num_gpus=cfg.gpus, max_retries=0,
                                            runtime_env=_forwarded_env())
-        waiting, pending = list(jobs), {}
+        waiting = list(jobs)
+        pending: dict[Any, tuple[Job, float]] = {}  # Ray's ObjectRef -> its job, submitted when
         while waiting or pending:
             busy = {share_key(job) for job, _ in pending.values()}
             for job in list(waiting):
@@ -392,11 +393,11 @@ def seed_shard(db: str | Path, shard: Path, job: Job) -> dict[str, list[str]]:
 def reused(shard: Path, run_id: str, seeded: dict[str, list[str]]) -> dict[str, int]:
     """How many of the seeded sampling passes and evaluations the job's run used instead of redoing them."""
     with store.read(shard) as con:
-        gens, evals = con.execute(
+        gens, evals = store.fetch_one(con,
             "SELECT count(DISTINCT e.gen_id) FILTER (WHERE e.gen_id IN (SELECT unnest($gens::VARCHAR[]))), "
             "count(DISTINCT e.eval_id) FILTER (WHERE e.eval_id IN (SELECT unnest($evals::VARCHAR[]))) "
             "FROM run_evals r JOIN evaluations e USING (eval_id) WHERE r.run_id = $run",
-            {"gens": seeded["gen_id"], "evals": seeded["eval_id"], "run": run_id}).fetchone()
+            {"gens": seeded["gen_id"], "evals": seeded["eval_id"], "run": run_id})
     return {"sampling passes": int(gens), "evaluations": int(evals)}
 
 

@@ -123,10 +123,10 @@ def _prompt_values(traj: Trajectory, by_eval: dict, unit: str) -> np.ndarray:
     external); the run's series alone, (T, 1, 2), when fewer than 2 such prompts have a self pick."""
     series = np.column_stack([traj.solver_uncertainty, traj.verifier_uncertainty])[:, None, :]
     cols = ("s_total", "v_total") if unit == "total" else ("s_tok", "v_tok")
-    per_t = [by_eval.get(eid) for eid in traj.eval_ids]
-    if any(g is None for g in per_t):
+    found = [by_eval.get(eid) for eid in traj.eval_ids]
+    if any(g is None for g in found):
         return series
-    per_t = [g.dropna(subset=[cols[0]]).set_index("prompt_id") for g in per_t]
+    per_t = [g.dropna(subset=[cols[0]]).set_index("prompt_id") for g in found if g is not None]
     shared = sorted(set.intersection(*(set(g.index) for g in per_t)))
     if len(shared) < 2:
         return series
@@ -207,8 +207,8 @@ def _mean_of(members: list[Trajectory], attr: str) -> np.ndarray | None:
 
 def _pooled(members: list[Trajectory]) -> Trajectory:
     run_ids = [m.run_id for m in members]
-    means = {attr: _mean_of(members, attr) for attr in ("solver_uncertainty", "verifier_uncertainty", "gap",
-                                                         "solver_accuracy", "verifier_accuracy")}
+    means: dict[str, Any] = {attr: _mean_of(members, attr) for attr in (
+        "solver_uncertainty", "verifier_uncertainty", "gap", "solver_accuracy", "verifier_accuracy")}
     return replace(members[0], **means, run_id=f"mean({','.join(run_ids)})", run_ids=run_ids,
                    eval_ids=[e for m in members for e in m.eval_ids], runs=[r for m in members for r in m.runs])
 
@@ -295,9 +295,10 @@ class FitEntry:
 
     def to_json(self) -> dict:
         tr = self.trajectory
-        out = {"fit_key": tr.key, "run_id": tr.run_id, "model": tr.model, "dataset": tr.dataset, "split": tr.split,
-               "verifier": tr.verifier, "mode": tr.mode, "unit": tr.unit, "t_unit": tr.t_unit,
-               "n_points": tr.n_points, "runs": tr.run_ids}
+        out: dict[str, Any] = {
+            "fit_key": tr.key, "run_id": tr.run_id, "model": tr.model, "dataset": tr.dataset, "split": tr.split,
+            "verifier": tr.verifier, "mode": tr.mode, "unit": tr.unit, "t_unit": tr.t_unit,
+            "n_points": tr.n_points, "runs": tr.run_ids}
         if self.result is not None:
             out["fit"] = self.result.to_json()
         if self.note:

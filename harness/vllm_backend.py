@@ -63,7 +63,7 @@ import types
 import typing
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import vllm
 from lm_eval.api.model import TemplateLM
@@ -148,7 +148,7 @@ class EngineHolder:
         """Give back the GPU's memory: sleep when the engine can (waking is fast), else release it."""
         if self.llm is None or self.asleep:
             return
-        if self.settings.get("enable_sleep_mode"):
+        if self.settings and self.settings.get("enable_sleep_mode"):
             self.llm.sleep(level=1)
             self.asleep = True
         else:
@@ -234,7 +234,7 @@ class LogprobVLLM(TemplateLM):
         if lora:
             settings["enable_lora"] = True
             # The smallest rank vLLM takes that holds the adapter (as adapter_serving), or the user's if larger.
-            bound = lora_rank_bound(_adapter_rank(lora) or engine_fields()["max_lora_rank"].default)
+            bound = lora_rank_bound(_adapter_rank(lora) or _default_lora_rank())
             settings["max_lora_rank"] = max(int(settings.get("max_lora_rank", bound)), bound)
             self.lora_request = ENGINE.adapter(lora)
         self.model = ENGINE.get(settings)
@@ -280,7 +280,8 @@ class LogprobVLLM(TemplateLM):
         return encoding[-left_truncate_len:] if left_truncate_len else encoding
 
     def tok_decode(self, tokens: list[int] | int, skip_special_tokens: bool = True) -> str:
-        return self.tokenizer.decode(tokens, skip_special_tokens=skip_special_tokens)
+        # one sequence decodes to one string
+        return cast(str, self.tokenizer.decode(tokens, skip_special_tokens=skip_special_tokens))
 
     # ---- chat template (as HFLM) ----
     @property
@@ -290,12 +291,14 @@ class LogprobVLLM(TemplateLM):
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         import jinja2
 
-        kwargs = dict(tokenize=False, add_generation_prompt=add_generation_prompt,
-                      continue_final_message=not add_generation_prompt)
+        kwargs: dict[str, Any] = dict(tokenize=False, add_generation_prompt=add_generation_prompt,
+                                      continue_final_message=not add_generation_prompt)
+        # tokenize=False: the template's text
         try:
-            return self.tokenizer.apply_chat_template(chat_history, **kwargs)
+            return cast(str, self.tokenizer.apply_chat_template(chat_history, **kwargs))
         except jinja2.exceptions.TemplateError:  # templates without a system role
-            return self.tokenizer.apply_chat_template([m for m in chat_history if m["role"] != "system"], **kwargs)
+            return cast(str, self.tokenizer.apply_chat_template([m for m in chat_history if m["role"] != "system"],
+                                                                **kwargs))
 
     # ---- sampling ----
     def _sampling_params(self, gen_kwargs: dict, n: int, seed: int) -> tuple[Any, int]:
@@ -387,6 +390,14 @@ class LogprobVLLM(TemplateLM):
 
 def _lp(value: Any) -> float:
     return float(getattr(value, "logprob", value))
+
+
+def _default_lora_rank() -> int:
+    """vLLM's own default max_lora_rank (a field of vllm.EngineArgs)."""
+    default = engine_fields()["max_lora_rank"].default
+    if not isinstance(default, int):
+        raise SIBenchError(f"vLLM's max_lora_rank has no integer default ({default!r})")
+    return default
 
 
 def _adapter_rank(adapter: str) -> int | None:

@@ -13,13 +13,14 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
 from si_bench.errors import SIBenchError
-from si_bench.fit import clean
+from si_bench.fit import FitResult, clean
 from si_bench.options import Options, check_directory, check_output, option
 from si_bench.reports.tables import frame_records, interval_text, is_missing, terminal_text, to_csv
 from si_bench.trajectories import FitEntry
@@ -155,11 +156,11 @@ CURVE_EXTENSION = 0.25  # the fitted curves run a quarter of the observed span p
 # --------------------------------------------------------------------------- from fits to frames
 
 
-def _curve(entry: FitEntry) -> pd.DataFrame:
+def _curve(entry: FitEntry, result: FitResult) -> pd.DataFrame:
     t = entry.trajectory.t
     t0, t1 = float(t.min()), float(t.max())
     grid = np.linspace(t0, t1 + CURVE_EXTENSION * (t1 - t0), 121)
-    frame = pd.DataFrame({"curve_" + k: np.asarray(v, dtype=float) for k, v in entry.result.curve(grid).items()})
+    frame = pd.DataFrame({"curve_" + k: np.asarray(v, dtype=float) for k, v in result.curve(grid).items()})
     frame.insert(0, "fit_key", entry.trajectory.key)
     return frame
 
@@ -180,7 +181,7 @@ def frames(entries: list[FitEntry], fit_rows: list[dict], summary: pd.DataFrame)
     fits = pd.DataFrame(fit_rows, columns=FIT_COLUMNS)
     fits["details"] = [json.dumps(clean(d), sort_keys=True) for d in fits["details"]]
     fits["estimate"] = fits["estimate"].astype(float)
-    curves = [_curve(e) for e in entries if e.result is not None]
+    curves = [_curve(e, e.result) for e in entries if e.result is not None]
     return {"summary": summary, "fits": fits,
             "curves": pd.concat(curves, ignore_index=True) if curves else pd.DataFrame({"fit_key": [], "curve_t": []}),
             "meta": pd.DataFrame([_meta(e) for e in entries])}
@@ -292,7 +293,7 @@ def shown(meta: pd.DataFrame) -> pd.DataFrame:
 
 def _quantity(fit: dict, path: tuple[str, ...]) -> dict:
     """A headline quantity's JSON ({estimate, ci95, reason}) out of a fit; {} where it is absent."""
-    node = fit
+    node: Any = fit
     for part in path:
         node = node.get(part) if isinstance(node, dict) else None
     if node is None and path[0] == "accuracy":

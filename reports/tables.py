@@ -8,6 +8,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from typing import Any, overload
 
 import numpy as np
 import pandas as pd
@@ -78,6 +79,12 @@ def safe_csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
     safe = frame.astype(object).map(csv_safe)
     safe.columns = [csv_safe(str(c)) for c in frame.columns]
     return safe
+
+
+@overload
+def to_csv(frame: pd.DataFrame, path: None = None) -> str: ...
+@overload
+def to_csv(frame: pd.DataFrame, path: Any) -> str | None: ...
 
 
 def to_csv(frame: pd.DataFrame, path=None) -> str | None:

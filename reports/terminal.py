@@ -132,7 +132,7 @@ def _number(value: Any, spec: str) -> str:
 
 def fit_report(j: dict, title: str = "") -> str:
     """A fit result (its JSON form) as text: the coupled law, R², linearisation, laws and backtest, notes."""
-    lines = []
+    lines: list[str] = []
     echo = lines.append
     if title:
         echo(f"\n== {terminal_text(title)} ==")
@@ -160,7 +160,7 @@ def fit_report(j: dict, title: str = "") -> str:
     bt = j.get("backtest", {})
     laws = ["coupled", "separate_exp", "power_law", "persistence"]
     test = adequacy.get("law_test") or {}
-    rows = []
+    law_rows = []
     for law in laws:
         r2s = alt.get(law, {}).get("r2") if law != "coupled" else j["r2"]
         r2txt = ", ".join(f"{k} {_number(v, '.3f')}" for k, v in (r2s or {}).items() if k not in ("gap", "reason"))
@@ -168,9 +168,9 @@ def fit_report(j: dict, title: str = "") -> str:
         skill = (bt.get("skill_vs_persistence") or {}).get(law)
         f = (test.get("F") or {}).get(law)
         verdict = "" if f is None else ("kept" if law in test.get("not_rejected", []) else "rejected")
-        rows.append((law, r2txt, f"{_number(f, '.3g')} {verdict}".strip(), _number(rmse, ".4g"),
+        law_rows.append((law, r2txt, f"{_number(f, '.3g')} {verdict}".strip(), _number(rmse, ".4g"),
                      _number(skill, "+.3f")))
-    echo(tabulate(rows, headers=["law", "R^2", f"F vs best (critical {_number(test.get('critical'), '.3g')})",
+    echo(tabulate(law_rows, headers=["law", "R^2", f"F vs best (critical {_number(test.get('critical'), '.3g')})",
                                  f"backtest RMSE (holdout {bt.get('holdout', 0)})", "skill vs persistence"]))
     if bt.get("reason"):
         echo(f"backtest: {bt['reason']}")
@@ -202,7 +202,7 @@ def store_fits_report(out: dict) -> str:
 
 def simulation_report(out: dict, gamma: float) -> str:
     """The simulated trajectory, its predicted limits and, with shares, the allocations compared."""
-    lines = []
+    lines: list[str] = []
     echo = lines.append
     df, lim, cmp = out["trajectory"], out["predicted_limits"], out.get("allocations")
     eta = "external_share" in df

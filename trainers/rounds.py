@@ -191,7 +191,7 @@ class SelfImproveRun:
             completions = dict(picks_eval.picks)
             sources = {pid: "self" for pid in completions}
             n_external = self.external_counts()[step - 1] if self.cfg.mode == "regenerate" else 0
-            if n_external:
+            if n_external and self.cfg.external:
                 chosen = choose_prompts([p.prompt_id for p in self.train_prompts], n_external, self.cfg.seed, step)
                 external = source_for(self.cfg.external)(
                     [p for p in self.train_prompts if p.prompt_id in set(chosen)], cfg=self.cfg, db=self.db,

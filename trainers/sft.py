@@ -13,11 +13,15 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from si_bench import faults
 from si_bench.models import ModelRef
 from si_bench.trainers.config import SelfImproveConfig
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
 
 
 def _callback(progress: Any = None):
@@ -68,7 +72,8 @@ def _load(parent: ModelRef, cfg: SelfImproveConfig, load_dtype: str):
     tokenizer = AutoTokenizer.from_pretrained(parent.path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(parent.path, dtype=getattr(torch, load_dtype))
+    model: PreTrainedModel | PeftModel = AutoModelForCausalLM.from_pretrained(parent.path,
+                                                                              dtype=getattr(torch, load_dtype))
     peft_config = None
     if cfg.lora:
         from peft import LoraConfig, PeftModel
@@ -131,7 +136,8 @@ def fine_tune(parent: ModelRef, rows: list[dict], target: Path, cfg: SelfImprove
         trainer.remove_callback(PrinterCallback)  # losses go to the store, not to stdout
         result = trainer.train()
         faults.point("checkpoint_save")
-        trainer.model.save_pretrained(scratch / "model")
+        # the (peft-wrapped) model the trainer was given; transformers types trainer.model as any nn.Module or None
+        trainer.model.save_pretrained(scratch / "model")  # type: ignore[union-attr,operator]
         if not cfg.lora:
             tokenizer.save_pretrained(scratch / "model")
         shutil.rmtree(target, ignore_errors=True)

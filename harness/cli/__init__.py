@@ -10,12 +10,16 @@ import importlib
 import os
 import sys
 import warnings
+from typing import TYPE_CHECKING, cast
 
 import duckdb
 import typer
 
 from si_bench.errors import EnvironmentFailure, SIBenchError, environment_reason
 from si_bench.reports.tables import terminal_text
+
+if TYPE_CHECKING:
+    from typer._click.exceptions import UsageError
 
 # Our own rich progress bars replace the libraries' tqdm bars (tqdm reads this when it is first imported,
 # which happens only inside the command modules' functions).
@@ -56,7 +60,7 @@ for _name, _module in COMMANDS.items():
 
 # typer vendors click and exports, of its usage errors, only BadParameter: its base is what every command-line
 # mistake raises (a value that does not convert, an unknown flag, a missing argument).
-USAGE_ERROR = typer.BadParameter.__base__
+USAGE_ERROR = cast("type[UsageError]", typer.BadParameter.__base__)
 
 
 def _one_line(message: str) -> str:

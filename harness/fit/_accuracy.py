@@ -3,6 +3,8 @@ intervals of the uncertainty limits (_intervals) on the domain [0, 1]."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from si_bench.fit._coupled import r2
@@ -52,7 +54,8 @@ def fit_accuracy(t: np.ndarray, acc: np.ndarray) -> dict:
     p = fit_many(t, y[None])
     (iv, _, _), bounds = intervals_many(t, y[None], p), rate_bounds(t)
     lam, limit = float(p["lam"][0]), float(p["limit"][0])
-    out = {"limit": interval_json(limit, iv["limit"], kind="limit", domain=ACCURACY_DOMAIN, bounds=bounds,
+    out: dict[str, Any] = {
+           "limit": interval_json(limit, iv["limit"], kind="limit", domain=ACCURACY_DOMAIN, bounds=bounds,
                                   method=METHOD),
            "rate": interval_json(lam, iv["rate"], kind="rate", domain=bounds, bounds=bounds, method=METHOD),
            # acc = a_inf - A e^{-r t}: A is minus the fitted amplitude, referenced to t = 0

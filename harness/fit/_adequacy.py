@@ -49,7 +49,7 @@ def adequacy(backtest: dict, linearisation: dict, coupled: dict, law_test: dict,
     if n_points < MIN_TEST_POINTS:
         why.append(f"law not tested: {n_points} points, at least {MIN_TEST_POINTS} needed to compare the laws")
     elif law_test["rejected"]["coupled"][0]:
-        best = min(F, key=F.get)
+        best = min(F, key=F.__getitem__)
         why.append(f"law test: {best} fits better than the coupled law (F = {F['coupled']:.3g} > "
                    f"{law_test['critical']:.3g}, {100 * TEST_LEVEL:g}% level); the published limit intervals "
                    "span the laws the data do not reject")

@@ -149,7 +149,8 @@ def _replicate_intervals(t, y, pt, point, boot: dict, misfit_scale: float, weigh
 
 
 def _serial_json(rho: float, inflation: float) -> dict:
-    out = {"lag1_autocorrelation": rho if np.isfinite(rho) else None, "variance_inflation": inflation}
+    out: dict[str, float | str | None] = {"lag1_autocorrelation": rho if np.isfinite(rho) else None,
+                                          "variance_inflation": inflation}
     if not np.isfinite(rho):
         out["reason"] = f"not estimated below {MIN_POINTS_SERIAL} points"
     return out

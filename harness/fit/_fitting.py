@@ -3,6 +3,8 @@ accuracy saturation)."""
 
 from __future__ import annotations
 
+from typing import Any, Literal, overload
+
 import numpy as np
 import pandas as pd
 
@@ -30,6 +32,12 @@ def _as_array(name: str, x, n: int | None = None) -> np.ndarray:
     if bad.size:
         raise SIBenchError(f"{name}: non-finite value at index {bad[0]}")
     return a
+
+
+@overload
+def _standard_errors(se: Any, n: int, quiet: Literal[False] = False) -> np.ndarray: ...
+@overload
+def _standard_errors(se: Any, n: int, quiet: bool) -> np.ndarray | None: ...
 
 
 def _standard_errors(se, n: int, quiet: bool = False) -> np.ndarray | None:

@@ -115,7 +115,8 @@ def interval_json(est: float, iv: Interval, *, kind: str, domain: tuple[float, f
     """{estimate, ci95, method[, unbounded, reason]} of one interval (B = 1): an end the data do not determine
     is null, with why in `unbounded` and `reason`. A limit outside its domain, or with neither end determined,
     has no estimate."""
-    ends, why = [float(iv.lo[0]), float(iv.hi[0])], {}
+    ends: list[float | None] = [float(iv.lo[0]), float(iv.hi[0])]
+    why: dict[str, str] = {}
     for i, side in enumerate(("low", "high")):
         code = int((iv.lo_open, iv.hi_open)[i][0])
         if code == SEARCH_BOUND and kind == "rate":

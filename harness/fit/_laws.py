@@ -26,6 +26,8 @@ limit opens to the domain edge when a slow law fits as well, which is what the d
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import numpy as np
 
 from si_bench.fit._profile import CLOSED, SEARCH_BOUND, Interval, profile_intervals
@@ -46,7 +48,7 @@ def _shift(t: np.ndarray) -> float:
     return POWER_SHIFT if t.min() >= 0 else POWER_SHIFT - float(t.min())
 
 
-def _members(t: np.ndarray, law: str) -> tuple[tuple[float, float], list, object, np.ndarray]:
+def _members(t: np.ndarray, law: str) -> tuple[tuple[float, float], list, Callable[..., np.ndarray], np.ndarray]:
     """A law's family: (bounds of its nonlinear parameter, a vp_fit basis per member, the profile basis for
     rows of any member, each member's offset). One exponential; power laws with shifts POWER_SHIFTS (the shift
     sets how soon the power-law tail begins)."""
@@ -115,7 +117,7 @@ def _hull(ivs: list[Interval], use: np.ndarray) -> Interval:
                     hi_open=np.where(use, hi_open, 0).max(axis=0))
 
 
-def law_test(rss: dict[str, np.ndarray], T: int, inflation: np.ndarray) -> dict[str, np.ndarray]:
+def law_test(rss: dict[str, np.ndarray], T: int, inflation: np.ndarray) -> dict[str, Any]:
     """{law: F statistic against the best law (B,)}, {law: rejected (B,)} and the critical value."""
     from scipy import stats  # imported when first used: the CLI starts without it
 

@@ -16,6 +16,7 @@ An end is open (not determined by the data) when it reaches a rate search bound 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 
@@ -62,7 +63,7 @@ def _total(t, Y, lam, domain, basis=exp_rows, W=None) -> np.ndarray:
 
 
 def profile_intervals(t: np.ndarray, Y: np.ndarray, lam_hat: np.ndarray, bounds: tuple[float, float],
-                      contrasts: dict[str, tuple[float, ...]], *, level: float = 0.95,
+                      contrasts: Mapping[str, tuple[float, ...]], *, level: float = 0.95,
                       rss_scale: float | np.ndarray = 1.0,
                       domain: tuple[float, float] = (-np.inf, np.inf), basis=exp_rows,
                       weights: np.ndarray | None = None, rss_min: np.ndarray | None = None) -> dict[str, Interval]:

@@ -50,7 +50,8 @@ def clean(obj: Any) -> Any:
     """Recursively make obj strict-JSON safe. A dict in which a non-finite number was nulled gets a
     "reason" key (unless it already has one)."""
     if isinstance(obj, dict):
-        out, bad = {}, []
+        out: dict[Any, Any] = {}
+        bad: list[str] = []
         for k, v in obj.items():
             v = _num(v)
             if isinstance(v, float) and not math.isfinite(v):
