@@ -26,7 +26,7 @@ def contexts(monkeypatch):
     """Record the contexts reaching the sampler instead of sampling."""
     seen: list[str] = []
 
-    def record(self, batch_contexts, gen_kwargs, seeds):
+    def record(self, batch_contexts, gen_kwargs, seeds, report=None):
         seen.extend(batch_contexts)
         return [SampledText(" 1\n#### 1", -1.0, 3) for _ in batch_contexts]
 
