@@ -59,7 +59,7 @@ GUIDE = [
                "each goes as t grows: the U_s limit is how far self-improvement can take the solver, the U_v limit "
                "where its verifier ends; G_inf = U_s limit − U_v limit is the gap left at the end (near 0: the "
                "verifier has nothing left to teach). rate: per epoch or round, higher converges faster. A limit's "
-               "95% interval spans every candidate law the data do not reject (the coupled law, separate "
+               "95% interval spans the coupled law and every other candidate law the data do not reject (separate "
                "exponentials, power laws). The accuracy limits come from saturation fits of accuracy over t."),
     ("[a, b]", "a 95% confidence interval."),
     ("open", "that end of the interval is not determined by the data: every value beyond the other end fits as "

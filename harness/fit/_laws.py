@@ -1,5 +1,6 @@
 """Limits under the law's uncertainty: the candidate laws, a calibrated test of each against the best, and the
-published interval of each limit as the hull over the laws the data do not reject.
+published interval of each limit as the hull over the coupled law (whose estimate is published) and the
+other laws the data do not reject.
 
 Candidate laws (each with its own 95% profile-likelihood intervals, _profile):
 - coupled:      U_s, U_v = c + a exp(-lam t), one shared rate (the paper's law);
@@ -145,5 +146,6 @@ def any_law_intervals(t: np.ndarray, Y: np.ndarray, coupled_rss: np.ndarray, cou
         per_law[law] = iv
     test = law_test(rss, T, inflation)
     use = ~np.stack([test["rejected"][law] for law in LAWS])
+    use[0] = True  # the published estimate is the coupled law's: its interval stays in the hull even when rejected
     hull = {q: _hull([per_law[law][q] for law in LAWS], use) for q in LIMIT_NAMES}
     return hull, per_law, test

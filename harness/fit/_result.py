@@ -18,8 +18,8 @@ MIN_FINITE_SHARE = 0.9
 LIMITS = ("rate", "solver_limit", "verifier_limit", "gap_limit")
 SECONDARY_METHOD = "percentile bootstrap (coverage not checked)"
 ANY_LAW_LIMITS = ("solver_limit", "verifier_limit", "gap_limit")
-ANY_LAW_METHOD = ("hull of the 95% intervals of the candidate laws the data do not reject (coupled, separate "
-                  "exponentials, power law; F test at 5%); the coupled-law-only interval is coupled_law")
+ANY_LAW_METHOD = ("hull of the 95% intervals of the coupled law and of the candidate laws the data do not reject "
+                  "(separate exponentials, power law; F test at 5%); the coupled-law-only interval is coupled_law")
 
 
 UNITS = ("total", "per_token")
