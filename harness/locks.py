@@ -39,6 +39,19 @@ def exclusive(path: str | Path, refusal: Callable[[str], str]) -> Iterator[None]
         finally:
             _HELD[key][0] -= 1
         return
+    with hold(path, refusal) as note:
+        _HELD[key] = [1, note]
+        try:
+            yield
+        finally:
+            del _HELD[key]
+
+
+@contextmanager
+def hold(path: str | Path, refusal: Callable[[str], str]) -> Iterator[str]:
+    """`exclusive` without re-entry: a second hold of `path`, in this process too, is refused. Yields the holder's
+    note written into the file (pid, host, start, command)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
         if not _try_lock(handle):
@@ -49,11 +62,7 @@ def exclusive(path: str | Path, refusal: Callable[[str], str]) -> Iterator[None]
         handle.truncate()
         handle.write(note)
         handle.flush()
-        _HELD[key] = [1, note]
-        try:
-            yield
-        finally:
-            del _HELD[key]
+        yield note
 
 
 def _try_lock(handle) -> bool:

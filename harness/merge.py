@@ -233,7 +233,7 @@ class _Merge:
 
     def _add(self, skip: dict[str, set[str]]) -> None:
         for table in FAMILY_KEY:
-            match = " AND ".join(f"t.{c} = s.{c}" for c in self._primary_key(table))
+            match = " AND ".join(f"t.{c} = s.{c}" for c in store.primary_key(self.con, table))
             skipped, params = _belongs(table, skip, "s")
             n = self._insert(table, f"WHERE NOT EXISTS (SELECT 1 FROM main.{table} t WHERE {match}) "
                                     f"AND NOT ({skipped})", params)
@@ -241,7 +241,7 @@ class _Merge:
 
     def _take_progress(self, skip: dict[str, set[str]]) -> None:
         for table, ahead in AHEAD.items():
-            pk = self._primary_key(table)
+            pk = store.primary_key(self.con, table)
             match = " AND ".join(f"t.{c} = s.{c}" for c in pk)
             skipped, params = _belongs(table, skip, "s")
             keys = self.con.execute(f"SELECT {', '.join('s.' + c for c in pk)} FROM {SOURCE}.main.{table} s "
@@ -252,12 +252,6 @@ class _Merge:
                 self.con.execute(f"DELETE FROM main.{table} WHERE {where}", list(key))
                 self._insert(table, "WHERE " + " AND ".join(f"s.{c} = ?" for c in pk), list(key))
             self._count(table, "updated", len(keys))
-
-    def _primary_key(self, table: str) -> list[str]:
-        row = self.con.execute(
-            "SELECT constraint_column_names FROM duckdb_constraints() WHERE database_name = current_database() AND "
-            "schema_name = 'main' AND table_name = ? AND constraint_type = 'PRIMARY KEY'", [table]).fetchone()
-        return list(row[0])
 
     def _insert(self, table: str, where: str, params) -> int:
         """Copy their rows of `table` matching `where` (alias s); returns how many."""

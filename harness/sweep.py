@@ -26,7 +26,6 @@ job saying so; nothing is shipped between machines.
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import itertools
 import json
@@ -509,21 +508,10 @@ class Sweep:
 
 @contextmanager
 def driver_lock(root: Path) -> Iterator[None]:
-    """Hold the sweep directory for this driver; another driver on it is one clear error, before any work. An
-    flock, so it dies with the process that holds it (nothing to clean after a kill)."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / DRIVER_LOCK, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise SIBenchError(f"the sweep directory {root} is being run by another sweep ({holder}); wait for it "
-                               "to finish or give another --sweep-dir") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
-        handle.flush()
+    """Hold the sweep directory for this driver; another driver on it, in this process too, is one clear error,
+    before any work (an flock: it dies with the process that holds it)."""
+    with locks.hold(root / DRIVER_LOCK, lambda holder: f"the sweep directory {root} is being run by another "
+                    f"sweep ({holder}); wait for it to finish or give another --sweep-dir"):
         yield
 
 
