@@ -11,10 +11,11 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from si_bench import evaluation, locks, store, trajectories
+from si_bench import evaluation, lm_eval_import, locks, store, trajectories
 from si_bench.errors import SIBenchError
 from si_bench.evaluation import EvalConfig, EvalResult
 from si_bench.fit import FitOptions, SimulateConfig, fit_frame, fit_groups, read_table, simulation, time_column
+from si_bench.lm_eval_import import Imported, LmEvalImportOptions
 from si_bench.merge import Merged, merge
 from si_bench.reports import leaderboard as board
 from si_bench.sweep import JobOutcome, SweepConfig
@@ -25,7 +26,7 @@ from si_bench.trajectories import fit_store
 
 __all__ = ["EvalConfig", "EvalResult", "FitOptions", "SelfImproveConfig", "SimulateConfig", "SweepConfig", "evaluate",
            "run", "sweep", "train_round", "list_runs", "lm_eval", "run_points", "run_change", "fit", "fit_file",
-           "leaderboard", "import_store", "simulate"]
+           "leaderboard", "import_store", "import_lm_eval", "simulate"]
 
 Log = Callable[[str], None]
 
@@ -159,6 +160,15 @@ def import_store(source_db: str | Path, target_db: str | Path = store.DEFAULT_DB
         for run_id in store.run_ids(source_db):
             held.enter_context(locks.run_lock(target_db, run_id))
         return merge(source_db, target_db, on_conflict)
+
+
+def import_lm_eval(opts: LmEvalImportOptions, *, db: str = store.DEFAULT_DB) -> Imported:
+    """The solver, NLL and verifier outputs of si-bench's tasks run under lm-eval's own CLI (`opts.output_path`)
+    stored as one evaluation, as `evaluate` stores its own; nothing is written when they are missing, partial or do
+    not belong together."""
+    store.check_writable(db)
+    store.check_store(db)
+    return lm_eval_import.import_lm_eval(opts, db)
 
 
 def simulate(cfg: SimulateConfig) -> dict:

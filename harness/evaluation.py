@@ -24,7 +24,7 @@ from si_bench.errors import SIBenchError
 from si_bench.measures import SIGNAL_MEASURES, Measure, compute_measures, verifier_signal
 from si_bench.models import ModelRef, resolve_model
 from si_bench.options import BOOT_MAX, SEED_MAX, Options, option
-from si_bench.select import hybrid_best_of_n
+from si_bench.select import Selection, hybrid_best_of_n
 from si_bench.tasks import TASKS_DIR
 from si_bench.verify import VERIFIERS, Candidate, Verifier, get_verifier
 
@@ -297,8 +297,7 @@ class Evaluation:
         return added
 
     def _metric_rows(self, metrics: dict[str, Measure]) -> list[dict]:
-        return [{"eval_id": self.eval_id, "name": name, "value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high,
-                 "n": m.n, "reason": m.reason} for name, m in metrics.items()]
+        return metric_rows(self.eval_id, metrics)
 
     def _chunks(self, items: list) -> list[list]:
         size = self.cfg.chunk_prompts
@@ -407,22 +406,11 @@ class Evaluation:
     def _measure(self) -> tuple[dict[str, Measure], dict[str, str]]:
         started = time.perf_counter()
         a = self.load_arrays()
-        selection = hybrid_best_of_n(a["score"], a["nll"], a["n_tokens"], sigma=self.cfg.sigma)
-        metrics = compute_measures(
-            a["nll"], a["n_tokens"], a["correct"], a["score"], selection,
-            [[x if x is not None else None for x in row] for row in a["answer"]],
-            n_boot=self.cfg.n_boot, seed=self.cfg.seed, sigma=self.cfg.sigma,
-        )
-        metrics["verifier_signal"] = verifier_signal(metrics)
+        metrics, selection = measure(a, sigma=self.cfg.sigma, n_boot=self.cfg.n_boot, seed=self.cfg.seed)
         picks = {p.prompt_id: a["text"][i, selection.index[i]] for i, p in enumerate(self.prompts)}
         self.timings["measures_s"] = time.perf_counter() - started
         with store.write(self.db) as con:
-            store.upsert(con, "picks", [
-                {"eval_id": self.eval_id, "prompt_id": p.prompt_id, "sample_idx": int(selection.index[i]),
-                 "source": "self", "reason": "fallback" if selection.fallback[i] else "passed",
-                 "score": float(selection.score[i])}
-                for i, p in enumerate(self.prompts)
-            ])
+            store.upsert(con, "picks", pick_rows(self.eval_id, [p.prompt_id for p in self.prompts], selection))
             store.upsert(con, "metrics", self._metric_rows(metrics))
             previous = store.fetch_one(con, "SELECT timings FROM evaluations WHERE eval_id = ?", [self.eval_id])[0]
             timings = {**json.loads(previous or "{}"), **{k: v for k, v in self.timings.items() if v > 0.01}}
@@ -441,6 +429,30 @@ class Evaluation:
     def _advance(self, task, n: int) -> None:
         if task is not None:
             self.progress.advance(task, n)
+
+
+def measure(a: dict[str, np.ndarray], *, sigma: float, n_boot: int, seed: int) -> tuple[dict[str, Measure], Selection]:
+    """The measures of (P, N) arrays of samples and verdicts (`Evaluation.load_arrays`) and the hybrid best-of-N
+    picks they rest on."""
+    selection = hybrid_best_of_n(a["score"], a["nll"], a["n_tokens"], sigma=sigma)
+    metrics = compute_measures(
+        a["nll"], a["n_tokens"], a["correct"], a["score"], selection,
+        [[x if x is not None else None for x in row] for row in a["answer"]],
+        n_boot=n_boot, seed=seed, sigma=sigma,
+    )
+    metrics["verifier_signal"] = verifier_signal(metrics)
+    return metrics, selection
+
+
+def pick_rows(eval_id: str, prompt_ids: list[str], selection: Selection) -> list[dict]:
+    return [{"eval_id": eval_id, "prompt_id": pid, "sample_idx": int(selection.index[i]), "source": "self",
+             "reason": "fallback" if selection.fallback[i] else "passed", "score": float(selection.score[i])}
+            for i, pid in enumerate(prompt_ids)]
+
+
+def metric_rows(eval_id: str, metrics: dict[str, Measure]) -> list[dict]:
+    return [{"eval_id": eval_id, "name": name, "value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high,
+             "n": m.n, "reason": m.reason} for name, m in metrics.items()]
 
 
 def evaluate(cfg: EvalConfig | None = None, *, db: str = store.DEFAULT_DB, progress: Any = None) -> EvalResult:

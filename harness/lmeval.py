@@ -7,12 +7,18 @@ tasks costs seconds on every call.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import re
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Iterator
 
 from si_bench.datasets import Prompt, get_dataset
+from si_bench.errors import SIBenchError
 from si_bench.tasks import TASKS_DIR, solver_docs, stage
 
 
@@ -116,3 +122,101 @@ def render_contexts(dataset: str, prompts: list[Prompt], fewshot: list[Prompt], 
                                 chat_template=chat)
         contexts = {inst.doc["prompt_id"]: inst.args[0] for inst in task.instances}
     return [contexts[p.prompt_id] for p in prompts]
+
+
+# ---- a solver run's --log_samples file, read back (the NLL and verifier tasks score it; import-lm-eval stores it)
+
+SOLVER_TASK_PREFIX = "si_solver_"
+LOGGED_NAME = re.compile(r"^samples_(?P<task>.+)_(?P<date>\d{4}-\d\d-\d\dT[\d.-]+)\.jsonl$")  # lm-eval's own naming
+
+
+@dataclass(frozen=True)
+class LoggedPrompt:
+    """One prompt of a solver run as lm-eval logged it: its document, the rendered prompt it sent, its N texts."""
+
+    doc: dict
+    context: str
+    texts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SolverLog:
+    path: Path
+    task: str
+    digest: str  # of the file's bytes: the NLL and verifier documents carry it, so an import can match them
+    prompts: list[LoggedPrompt]
+
+
+def logged_task(path: Path) -> str | None:
+    """The task a file lm-eval named `samples_<task>_<date>.jsonl` logged (None for another name)."""
+    match = LOGGED_NAME.match(path.name)
+    return match["task"] if match else None
+
+
+def solver_samples_file(path: str | Path) -> Path:
+    """The solver samples file named by `--metadata samples=PATH`: the file, or the one solver samples file under a
+    folder (an --output_path)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        found = sorted(p for p in path.rglob("samples_*.jsonl") if (logged_task(p) or "").startswith(
+            SOLVER_TASK_PREFIX))
+        if len(found) != 1:
+            what = "no" if not found else f"{len(found)}"
+            raise SIBenchError(f"{path} holds {what} solver --log_samples files (samples_{SOLVER_TASK_PREFIX}*.jsonl): "
+                               "name one with --metadata samples=FILE")
+        return found[0]
+    if not path.is_file():
+        raise SIBenchError(f"no solver samples file at {path} (give the solver run's --log_samples file with "
+                           "--metadata samples=FILE)")
+    return path
+
+
+def read_solver_log(path: str | Path) -> SolverLog:
+    """A solver task's --log_samples file, checked: one clear error for a missing, malformed or foreign file."""
+    path = solver_samples_file(path)
+    task = logged_task(path)
+    if task is not None and not task.startswith(SOLVER_TASK_PREFIX):
+        raise SIBenchError(f"{path} holds the samples of task {task}, not of an si-bench solver task "
+                           f"({SOLVER_TASK_PREFIX}*)")
+    data = path.read_bytes()
+    prompts = []
+    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+        if line.strip():
+            prompts.append(_logged_prompt(line, f"{path}, line {number}"))
+    if not prompts:
+        raise SIBenchError(f"{path} holds no samples")
+    counts = {len(p.texts) for p in prompts}
+    if len(counts) > 1:
+        raise SIBenchError(f"{path} holds prompts with different sample counts ({sorted(counts)})")
+    tasks = {get_dataset(p.doc["dataset"]).task for p in prompts}
+    if len(tasks) > 1 or (task is not None and tasks != {task}):
+        raise SIBenchError(f"{path} holds the prompts of {', '.join(sorted(tasks))}, not of one solver task "
+                           f"({task or 'its file name says none'})")
+    return SolverLog(path, tasks.pop(), hashlib.sha256(data).hexdigest()[:16], prompts)
+
+
+def nll_docs(log: SolverLog) -> list[dict]:
+    """The NLL task's documents: each logged sample as the continuation of the rendered prompt it was sampled from.
+    An empty sample has no token to score and is left out (its NLL without its stop is 0 over 0 tokens)."""
+    return [{"prompt_id": p.doc["prompt_id"], "sample_idx": k, "context": p.context, "continuation": text,
+             "source": log.digest}
+            for p in log.prompts for k, text in enumerate(p.texts) if text]
+
+
+SOLVER_DOC = ("prompt_id", "question", "answer", "dataset")
+
+
+def _logged_prompt(line: str, where: str) -> LoggedPrompt:
+    try:
+        row = json.loads(line)
+        doc, [[*texts]] = row["doc"], row["filtered_resps"]
+        context = row["arguments"]["gen_args_0"]["arg_0"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SIBenchError(f"{where} is not a solver task's logged sample (--log_samples of {SOLVER_TASK_PREFIX}*): "
+                           f"{type(exc).__name__} {exc}") from None
+    missing = [k for k in SOLVER_DOC if not isinstance(doc, dict) or k not in doc]
+    if missing or not isinstance(context, str) or not texts or not all(isinstance(t, str) for t in texts):
+        raise SIBenchError(f"{where} is not a solver task's logged sample (--log_samples of {SOLVER_TASK_PREFIX}*): "
+                           + (f"its document lacks {', '.join(missing)}" if missing else "its responses are not texts"))
+    get_dataset(doc["dataset"])
+    return LoggedPrompt(doc, context, tuple(texts))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from si_bench import lmeval
-from si_bench.datasets import Prompt
+from si_bench.datasets import Prompt, get_dataset
 from si_bench.errors import SIBenchError
 from si_bench.tasks import TASKS_DIR
 
@@ -93,6 +93,7 @@ class MajorityMethod:
 
     name: str = "majority"
     uses_model: bool = False
+    task: str = "si_verify_majority"  # its task under lm-eval's own CLI (run with `--model dummy`: no model)
 
     def key(self, shots: int, apply_chat_template: bool) -> str:
         """Neither shots nor a template change agreement, so every evaluation shares one key."""
@@ -151,13 +152,48 @@ def fewshot_docs(method: VerifierMethod, train: list[Prompt]) -> list[dict]:
     return docs
 
 
+def candidate_doc(question: str, text: str) -> dict:
+    """A verifier task's document for one candidate (its target fields unused: no ground truth)."""
+    return {"question": question, "candidate": text.strip(), "label": 0, "rating": 0}
+
+
+def model_methods() -> list[VerifierMethod]:
+    return [m for m in VERIFIERS.values() if isinstance(m, VerifierMethod)]
+
+
+def labelled(doc: dict, correct: bool) -> dict:
+    """`doc` with every model method's target field set as for a correct (or a wrong) candidate: one document then
+    serves each method's task, which reads its own field."""
+    for method in model_methods():
+        doc = {**doc, **(method.correct_label if correct else method.wrong_label)}
+    return doc
+
+
+def logged_docs(log: lmeval.SolverLog, train: list[Prompt]) -> tuple[list[dict], list[dict]]:
+    """(few-shot, evaluated) documents of the verifier tasks under lm-eval's own CLI: the few-shot examples of
+    `fewshot_docs` from the same training prompts, and each logged sample of a solver run as a candidate, with what
+    `majority` needs (its extracted answer and its prompt's) and, as its target, whether it is correct (so lm-eval's
+    own `acc` says whether the verifier judged it right; the score never reads it)."""
+    methods = model_methods()
+    fewshot = [{**rows[0], **{key: row[key] for row, m in zip(rows, methods, strict=True)
+                              for key in m.correct_label.keys() | m.wrong_label.keys()}}
+               for rows in zip(*(fewshot_docs(m, train) for m in methods), strict=True)]
+    docs = []
+    for p in log.prompts:
+        dataset = get_dataset(p.doc["dataset"])
+        checked = [dataset.check(text, p.doc["answer"]) for text in p.texts]
+        answers = [answer for answer, _ in checked]
+        for k, (text, (answer, correct)) in enumerate(zip(p.texts, checked, strict=True)):
+            docs.append(labelled({**candidate_doc(p.doc["question"], text), "prompt_id": p.doc["prompt_id"],
+                                  "sample_idx": k, "dataset": p.doc["dataset"], "answer": answer,
+                                  "answers": answers, "correct": correct, "source": log.digest}, correct))
+    return fewshot, docs
+
+
 def score_candidates(lm, method: VerifierMethod, items: list[tuple[Prompt, str]], train: list[Prompt], *,
                      shots: int, apply_chat_template: bool) -> list[tuple[float, list[float]]]:
     """(score, choice log-likelihoods) for each (prompt, candidate text)."""
-    docs = [
-        {"question": p.question, "candidate": text.strip(), "label": 0, "rating": 0, "row": i}
-        for i, (p, text) in enumerate(items)
-    ]
+    docs = [{**candidate_doc(p.question, text), "row": i} for i, (p, text) in enumerate(items)]
     logliks = lmeval.choice_logliks(
         lm, method.task, docs, fewshot_docs(method, train), shots=shots, apply_chat_template=apply_chat_template
     )

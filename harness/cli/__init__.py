@@ -42,6 +42,7 @@ COMMANDS = {
     "demo": "demo",
     "leaderboard": "leaderboard",
     "import": "import_",
+    "import-lm-eval": "import_lm_eval",
     "lm-eval": "lm_eval_",
 }
 
