@@ -50,6 +50,9 @@ KIND_TASKS = {"solver": f"{SOLVER_TASK_PREFIX}*", "NLL": NLL_TASK, "verifier": "
 class LmEvalImportOptions(Options):
     output_path: str = option(help="Folder holding the lm-eval outputs (--output_path) of a solver run with "
                                    "--log_samples, its NLL run and one verifier run.", argument=True)
+    verifier: str | None = option(None, "The verifier whose output to import where the folder holds several: tf, "
+                                        "qe or majority (default: the only one).",
+                                  choices=lambda: [m.name for m in VERIFIER_TASKS.values()])
     sigma: float = option(0.5, "Verifier score threshold of the hybrid best-of-N pick.", min=0, max=1)
     n_boot: int = option(1000, "Bootstrap replicates for the 95% CIs (0: no intervals).", min=0, max=BOOT_MAX)
     seed: int = option(0, "Seed of the bootstrap over prompts.", min=0, max=SEED_MAX)
@@ -113,7 +116,7 @@ class Imported:
 
 def import_lm_eval(opts: LmEvalImportOptions, db: str | Path = store.DEFAULT_DB) -> Imported:
     """Read, check and measure the outputs; write them as one evaluation (nothing when any check fails)."""
-    outputs = find_outputs(Path(opts.output_path).expanduser())
+    outputs = find_outputs(Path(opts.output_path).expanduser(), opts.verifier)
     solver, nll, verifier = outputs["solver"], outputs["NLL"], outputs["verifier"]
     log = read_solver_log(solver.samples)
     check_outputs(log, solver, nll, verifier)
@@ -195,9 +198,10 @@ def sample_rows(gen_id: str, prompt_ids: list[str], a: dict[str, np.ndarray]) ->
             for i, pid in enumerate(prompt_ids) for k in range(a["text"].shape[1])]
 
 
-def find_outputs(folder: Path) -> dict[str, Output]:
+def find_outputs(folder: Path, verifier: str | None = None) -> dict[str, Output]:
     """The one solver, NLL and verifier output under `folder` (lm-eval's results_<date>.json beside the
-    samples_<task>_<date>.jsonl of each of its tasks); other tasks' outputs are left alone."""
+    samples_<task>_<date>.jsonl of each of its tasks); other tasks' outputs, and other verifiers' when `verifier`
+    names one, are left alone."""
     if not folder.is_dir():
         raise SIBenchError(f"no lm-eval outputs at {folder} (give the folder its runs wrote with --output_path)")
     found: dict[str, list[Output]] = {kind: [] for kind in KINDS}
@@ -210,7 +214,7 @@ def find_outputs(folder: Path) -> dict[str, Output]:
         date = results_file.name.removeprefix("results_").removesuffix(".json")
         for task in tasks:
             kind = next((k for k, is_kind in KINDS.items() if is_kind(task)), None)
-            if kind is None:
+            if kind is None or (kind == "verifier" and verifier and VERIFIER_TASKS[task].name != verifier):
                 continue
             samples = results_file.with_name(f"samples_{task}_{date}.jsonl")
             if not samples.is_file():
@@ -218,9 +222,10 @@ def find_outputs(folder: Path) -> dict[str, Output]:
             found[kind].append(Output(task, results, samples))
     for kind, outputs in found.items():
         if len(outputs) != 1:
+            choose = "--verifier picks one" if kind == "verifier" and not verifier else "each its own --output_path"
             what = f"no {kind} output ({KIND_TASKS[kind]}) with --log_samples" if not outputs else (
                 f"{len(outputs)} {kind} outputs ({', '.join(str(o.samples.name) for o in outputs)}): one evaluation "
-                "is one solver, one NLL and one verifier run (give each evaluation its own --output_path)")
+                f"is one solver, one NLL and one verifier run ({choose})")
             raise SIBenchError(f"{folder} holds {what}")
     return {kind: outputs[0] for kind, outputs in found.items()}
 

@@ -76,9 +76,14 @@ def runs(tiny_model, tmp_path_factory):
     return {"root": root, "solver": solver, "nll": nll, "tf": tf, "majority": majority}
 
 
+def all_runs(runs, folder: Path) -> Path:
+    """One --output_path holding the four runs (two verifiers: --verifier picks one)."""
+    return assemble(folder, outputs_of(runs["solver"], runs["nll"], runs["tf"], runs["majority"]))
+
+
 @pytest.fixture(scope="module")
-def tf_set(runs) -> Path:
-    return assemble(runs["root"] / "tf-set", outputs_of(runs["solver"], runs["nll"], runs["tf"]))
+def outputs(runs) -> Path:
+    return all_runs(runs, runs["root"] / "all")
 
 
 def stored(db: str, eval_id: str) -> dict[str, np.ndarray]:
@@ -99,8 +104,9 @@ def stored_metrics(db: str, eval_id: str) -> dict[str, tuple]:
         db, "SELECT name, value, ci_low, ci_high, n FROM metrics WHERE eval_id = ?", [eval_id]).itertuples(index=False)}
 
 
-def imported(db: str, folder: Path, *extra: str) -> dict:
-    result = run_cli("import-lm-eval", str(folder), "--db", db, "--n-boot", "50", "--json", *extra, check=True)
+def imported(db: str, folder: Path, verifier: str = "tf") -> dict:
+    result = run_cli("import-lm-eval", str(folder), "--db", db, "--verifier", verifier, "--n-boot", "50", "--json",
+                     check=True)
     return json.loads(result.stdout)
 
 
@@ -108,10 +114,10 @@ def same(a, b) -> bool:
     return (a is None or a != a) and (b is None or b != b) or a == pytest.approx(b)
 
 
-def test_imported_evaluation_is_what_si_bench_computes_from_its_samples_and_verdicts(runs, tf_set, tiny_model, db):
+def test_imported_evaluation_is_what_si_bench_computes_from_its_samples_and_verdicts(runs, outputs, tiny_model, db):
     from lm_eval.models.huggingface import HFLM
 
-    done = imported(db, tf_set)
+    done = imported(db, outputs)
     assert done["eval_id"].startswith("lm-eval-") and done["gen_id"].startswith("lm-eval-")
     a = stored(db, done["eval_id"])
     # The samples are the solver's logged texts, their NLLs the NLL run's, the scores TF's mapping of the logged
@@ -149,35 +155,67 @@ def test_imported_evaluation_is_what_si_bench_computes_from_its_samples_and_verd
     assert tuple(row) == ("lm-eval:hf", "tf", 2, 4, "done")
 
 
-def test_a_repeated_import_adds_nothing_and_majority_shares_the_generation(runs, tf_set, db):
-    first = imported(db, tf_set)
+def test_the_tasks_send_what_si_bench_sends(runs):
+    """The NLL requests are the solver's logged prompts and texts, as they were; the TF requests are the prompts
+    si-bench renders for the same candidates (its few-shot examples and shots)."""
+    from si_bench.datasets import get_dataset
+    from si_bench.evaluation import fewshot_pool
+    from si_bench.lmeval import build_task, quiet
+    from si_bench.tasks import stage
+    from si_bench.verify import VERIFIERS, candidate_doc, fewshot_docs
+
+    log = read_solver_log(logged(runs["solver"], SOLVER))
+    sent = {(p.doc["prompt_id"], k): (p.context, text) for p in log.prompts for k, text in enumerate(p.texts)}
+    for row in map(json.loads, logged(runs["nll"], "si_nll").read_text().splitlines()):
+        args = row["arguments"]["gen_args_0"]
+        assert (args["arg_0"], args["arg_1"]) == sent[(row["doc"]["prompt_id"], row["doc"]["sample_idx"])]
+    rows = [json.loads(line) for line in logged(runs["tf"], "si_verify_tf").read_text().splitlines()]
+    questions = {p.doc["prompt_id"]: p.doc["question"] for p in log.prompts}
+    docs = [candidate_doc(questions[r["doc"]["prompt_id"]], sent[(r["doc"]["prompt_id"], r["doc"]["sample_idx"])][1])
+            for r in rows]
+    train = fewshot_docs(VERIFIERS["tf"], fewshot_pool(get_dataset("arith")))
+    with stage(train, docs) as key, quiet():
+        task = build_task({"task": "si_verify_tf", "dataset_kwargs": {"docs_key": key}, "num_fewshot": 2})
+        task.build_all_requests()
+        inside = sorted((inst.doc_id, inst.idx, inst.args) for inst in task.instances)
+    standalone = sorted((i, int(name.rsplit("_", 1)[1]), (args["arg_0"], args["arg_1"]))
+                        for i, r in enumerate(rows) for name, args in r["arguments"].items())
+    assert inside == standalone
+    # One set of few-shot documents serves every model method: each reads its own target field.
+    from si_bench.tasks import utils
+    from si_bench.verify import model_methods
+
+    standalone_train = utils.verifier_dataset(samples=str(logged(runs["solver"], SOLVER)))["train"].to_list()
+    for method in model_methods():
+        own = fewshot_docs(method, fewshot_pool(get_dataset("arith")))
+        fields = ("question", "candidate", *method.correct_label)
+        assert [{k: d[k] for k in fields} for d in standalone_train] == [{k: d[k] for k in fields} for d in own]
+
+
+def test_a_repeated_import_adds_nothing_and_majority_shares_the_generation(outputs, db):
+    first = imported(db, outputs)
     counts = {t: len(table_rows(db, t, "1")) for t in ("samples", "verdicts", "metrics", "picks", "evaluations")}
-    again = run_cli("import-lm-eval", str(tf_set), "--db", db, "--n-boot", "50", check=True)
+    again = run_cli("import-lm-eval", str(outputs), "--db", db, "--verifier", "tf", "--n-boot", "50", check=True)
     assert "nothing new" in again.stdout
     assert {t: len(table_rows(db, t, "1")) for t in counts} == counts
     # Stored numbers are never rewritten: other intervals over the same outputs are a conflict.
-    other_boot = run_cli("import-lm-eval", str(tf_set), "--db", db, "--n-boot", "40")
+    other_boot = run_cli("import-lm-eval", str(outputs), "--db", db, "--verifier", "tf", "--n-boot", "40")
     assert other_boot.returncode == 2 and "import refused" in other_boot.stderr
     assert {t: len(table_rows(db, t, "1")) for t in counts} == counts
-    majority_set = assemble(runs["root"] / "majority-set", outputs_of(runs["solver"], runs["nll"], runs["majority"]))
-    other = imported(db, majority_set)
+    other = imported(db, outputs, "majority")
     assert other["gen_id"] == first["gen_id"] and other["eval_id"] != first["eval_id"]
     a = stored(db, other["eval_id"])
     assert list(a["score"].flat) == pytest.approx([agreement(ans, list(row)) for row in a["answer"] for ans in row])
 
 
-def test_fit_and_leaderboard_take_a_store_holding_it(tf_set, db, tmp_path):
+def test_fit_and_leaderboard_take_a_store_holding_it(outputs, db, tmp_path):
     from synth_store import make_run
 
     make_run(db, ts=(0, 1, 2, 3), P=6, n_boot=20)
-    imported(db, tf_set)
+    imported(db, outputs)
     assert run_cli("fit", "--db", db, "--n-boot", "20", "--json").returncode == 0
     board = run_cli("leaderboard", "--db", db, "--out", str(tmp_path / "board"), "--n-boot", "20", "--no-reference")
     assert board.returncode == 0, board.stderr
-
-
-def broken(runs, tmp_path: Path, name: str) -> Path:
-    return assemble(tmp_path / name, outputs_of(runs["solver"], runs["nll"], runs["tf"]))
 
 
 def drop_a_sample(folder: Path) -> None:
@@ -203,20 +241,21 @@ def no_solver(folder: Path) -> None:
 
 
 BAD = {
-    "mismatched counts": (drop_a_sample, "scores 7 of the 8 samples"),
-    "different models": (another_model, "different models"),
-    "another solver output": (another_solver_output, "scored another solver output"),
-    "no samples file": (no_solver, "has no samples of si_solver_arith beside it"),
+    "mismatched counts": (drop_a_sample, ["--verifier", "tf"], "scores 7 of the 8 samples"),
+    "different models": (another_model, ["--verifier", "tf"], "different models"),
+    "another solver output": (another_solver_output, ["--verifier", "tf"], "scored another solver output"),
+    "no samples file": (no_solver, ["--verifier", "tf"], "has no samples of si_solver_arith beside it"),
+    "two verifiers": (lambda folder: None, [], "2 verifier outputs"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_outputs_are_one_line_and_write_nothing(runs, tmp_path, case):
-    damage, message = BAD[case]
-    folder = broken(runs, tmp_path, "outputs")
+    damage, args, message = BAD[case]
+    folder = all_runs(runs, tmp_path / "outputs")
     damage(folder)
     db = str(tmp_path / "si.duckdb")
-    result = run_cli("import-lm-eval", str(folder), "--db", db)
+    result = run_cli("import-lm-eval", str(folder), "--db", db, *args)
     assert result.returncode == 2 and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not Path(db).exists()
