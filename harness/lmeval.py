@@ -185,6 +185,8 @@ def read_solver_log(path: str | Path) -> SolverLog:
             prompts.append(_logged_prompt(line, f"{path}, line {number}"))
     if not prompts:
         raise SIBenchError(f"{path} holds no samples")
+    if len({p.doc["prompt_id"] for p in prompts}) < len(prompts):
+        raise SIBenchError(f"{path} holds a prompt more than once")
     counts = {len(p.texts) for p in prompts}
     if len(counts) > 1:
         raise SIBenchError(f"{path} holds prompts with different sample counts ({sorted(counts)})")

@@ -272,3 +272,15 @@ def test_the_tasks_name_a_bad_samples_file_in_one_error(runs, tmp_path):
         for dataset in (utils.nll_dataset, utils.verifier_dataset):
             with pytest.raises(SIBenchError, match=message):
                 dataset(**kwargs)
+
+
+def test_an_empty_sample_has_no_nll_request(runs, tmp_path):
+    """Nothing to score: the import gives it NLL 0 over 0 tokens (per-token measures then leave it out)."""
+    from si_bench.lmeval import nll_docs
+
+    rows = [json.loads(line) for line in logged(runs["solver"], SOLVER).read_text().splitlines()]
+    rows[0]["filtered_resps"][0][1] = ""
+    path = tmp_path / f"samples_{SOLVER}_2026-01-01T00-00-00.000000.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    scored = {(d["prompt_id"], d["sample_idx"]) for d in nll_docs(read_solver_log(path))}
+    assert len(scored) == 7 and (rows[0]["doc"]["prompt_id"], 1) not in scored
