@@ -79,6 +79,18 @@ def quiet(_msg: str) -> None:
     """A log sink for API calls whose progress lines a test does not read."""
 
 
+def index_our_tasks_only(patch: pytest.MonkeyPatch) -> None:
+    """lm-eval's command line indexes only the tasks of --include_path (ours) while `patch` holds: indexing its
+    14,000 stock tasks costs seconds a call and changes none of ours."""
+    import lm_eval.tasks
+
+    class OursOnly(lm_eval.tasks.TaskManager):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "include_defaults": False})
+
+    patch.setattr(lm_eval.tasks, "TaskManager", OursOnly)
+
+
 def run_cli(*args: str, env: dict | None = None, check: bool = False) -> subprocess.CompletedProcess:
     """The command line in this process: `si-bench ARGS` through the CLI's own `main` (the same parsing, messages,
     exit codes and fault points), its stdout and stderr captured, `env` set and the repository the working directory

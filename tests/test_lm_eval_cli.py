@@ -9,7 +9,7 @@ import math
 import sys
 from pathlib import Path
 
-from conftest import ROOT
+from conftest import ROOT, index_our_tasks_only
 from typer.testing import CliRunner
 
 from si_bench.datasets import get_dataset
@@ -32,6 +32,7 @@ def test_stock_lm_eval_runs_a_solver_task_on_the_shipped_data(tiny_model, tmp_pa
     from lm_eval.__main__ import cli_evaluate
 
     monkeypatch.chdir(ROOT)
+    index_our_tasks_only(monkeypatch)
     monkeypatch.setattr(sys, "argv", ["lm_eval", "--model", "hf", "--model_args", f"pretrained={tiny_model.path}",
                                       *ARGS, "--output_path", str(tmp_path)])
     cli_evaluate()
@@ -65,6 +66,7 @@ def test_si_bench_lm_eval_adds_solver_uncertainty(tiny_model, tmp_path, monkeypa
     collect = Collect()
     aggregation.addHandler(collect)
     monkeypatch.chdir(ROOT)
+    index_our_tasks_only(monkeypatch)
     try:
         result = CliRunner().invoke(app, ["lm-eval", "--model", "si-hf", "--model_args",
                                           f"pretrained={tiny_model.path}", *ARGS, "--output_path", str(tmp_path)])

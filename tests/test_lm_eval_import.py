@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, run_cli, table_rows
+from conftest import ROOT, index_our_tasks_only, run_cli, table_rows
 
 from si_bench import store
 from si_bench.errors import SIBenchError
@@ -24,18 +24,12 @@ BASE = ["--include_path", "tasks", "--device", "cpu", "--batch_size", "8", "--lo
 
 
 def stock_lm_eval(model: list[str], task: str, out: Path, *extra: str) -> Path:
-    """`lm_eval MODEL --tasks TASK ...` in this process; the folder it wrote. Its task index holds our tasks only:
-    indexing lm-eval's 14,000 stock tasks costs seconds a call and changes none of ours."""
-    import lm_eval.tasks
+    """`lm_eval MODEL --tasks TASK ...` in this process; the folder it wrote."""
     from lm_eval.__main__ import cli_evaluate
-
-    class OursOnly(lm_eval.tasks.TaskManager):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **{**kwargs, "include_defaults": False})
 
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(ROOT)
-        patch.setattr(lm_eval.tasks, "TaskManager", OursOnly)
+        index_our_tasks_only(patch)
         patch.setattr(sys, "argv", ["lm_eval", *model, *BASE, "--tasks", task, "--output_path", str(out), *extra])
         cli_evaluate()
     return out
