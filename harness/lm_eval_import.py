@@ -46,6 +46,12 @@ KINDS: dict[str, Callable[[str], bool]] = {
 KIND_TASKS = {"solver": f"{SOLVER_TASK_PREFIX}*", "NLL": NLL_TASK, "verifier": ", ".join(VERIFIER_TASKS)}
 
 
+def check_tokenizer(name: str) -> None:
+    """A directory that exists, or a name that can only be a hub id (org/name)."""
+    if not Path(name).expanduser().exists() and (name.startswith((".", "/", "~")) or name.count("/") > 1):
+        raise SIBenchError(f"no tokenizer at {name} (give a model directory or a hub id)")
+
+
 @dataclass
 class LmEvalImportOptions(Options):
     output_path: str = option(help="Folder holding the lm-eval outputs (--output_path) of a solver run with "
@@ -56,8 +62,9 @@ class LmEvalImportOptions(Options):
     sigma: float = option(0.5, "Verifier score threshold of the hybrid best-of-N pick.", min=0, max=1)
     n_boot: int = option(1000, "Bootstrap replicates for the 95% CIs (0: no intervals).", min=0, max=BOOT_MAX)
     seed: int = option(0, "Seed of the bootstrap over prompts.", min=0, max=SEED_MAX)
-    tokenizer: str | None = option(None, "Tokenizer that counts each sample's tokens as lm-eval split them for the "
-                                         "NLL (default: the NLL run's tokenizer= or pretrained= model argument).")
+    tokenizer: str | None = option(None, "Tokenizer (model directory or hub id) that counts each sample's tokens as "
+                                         "lm-eval split them for the NLL (default: the NLL run's tokenizer= or "
+                                         "pretrained= model argument).", check=check_tokenizer)
 
 
 @dataclass(frozen=True)

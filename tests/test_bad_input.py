@@ -27,9 +27,11 @@ BASE = {
     "train-round": ["--run", "run-1"],
     "runs": [], "fit": [], "sql": [], "import": [], "simulate": SIMULATE,
     "leaderboard": ["--n-boot", "10", "--no-reference"], "demo": [], "lm-eval": [], "sweep": [],
+    "import-lm-eval": [],
 }
 # Positional arguments each command needs, unless the argument itself is the one under test.
-POSITIONAL = {"sql": ("query", ["SELECT 1"]), "import": ("other", ["{other}"]), "sweep": ("spec", ["{spec}"])}
+POSITIONAL = {"sql": ("query", ["SELECT 1"]), "import": ("other", ["{other}"]), "sweep": ("spec", ["{spec}"]),
+              "import-lm-eval": ("output_path", ["{folder}"])}
 # Options whose bad values no bound or choice list states: the arguments that make them bad.
 EXPLICIT = {
     "model": ["--model", "no/such/model/anywhere"],
@@ -55,6 +57,8 @@ EXPLICIT = {
     "spec": ["{missing}"],
     "address": ["--address", "auto"],  # without --executor ray
     "sweep_dir": ["--sweep-dir", "{file}/sweep"],
+    "output_path": ["{missing}"],
+    "tokenizer": ["--tokenizer", "{missing}"],
 }
 FREE = {"rate_unit"}  # a label: any text is valid
 # Far past any bound: 10^23 (an integer, so that integer options reach their bound), 1e308, -1e308, nan, inf.
