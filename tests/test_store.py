@@ -66,11 +66,12 @@ def test_upsert_keeps_the_schema_types_json_cells_and_the_last_of_a_key(tmp_path
         ])
         store.upsert(con, "picks", [{"eval_id": "e", "prompt_id": 7, "sample_idx": None, "score": float("nan")},
                                     {"eval_id": "e", "prompt_id": 7, "sample_idx": 2, "score": 0.5}])
-    with store.write(db) as con:  # a rerun with fewer columns replaces those columns only
-        store.upsert(con, "checkpoints", [{"checkpoint_id": "a", "step": 2}])
+    with store.write(db) as con:  # a rerun with fewer columns replaces those columns only, beside a new key
+        store.upsert(con, "checkpoints", [{"checkpoint_id": "a", "step": 2}, {"checkpoint_id": "c", "step": 5}])
     assert table(db, "checkpoints", "checkpoint_id, run_id, step, created_at, hyperparameters") == [
         ("a", "r", 2, datetime(2026, 1, 2, 3, 4, 5), '{"a": null, "b": [1, 2]}'),
         ("b", None, None, datetime(2026, 1, 3), '[1.5, "x"]'),
+        ("c", None, 5, None, None),
     ]
     assert table(db, "picks", "prompt_id, sample_idx, score") == [("7", 2, 0.5)]  # the later of one key wins
 
