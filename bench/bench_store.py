@@ -6,6 +6,12 @@ runs' training data), per-prompt NLLs following the coupled law so that `fit` ha
 each command a user runs on such a store, each in its own process, and prints one table: rows/s for the writes,
 seconds (wall and CPU) and peak RSS for every command.
 
+The write figure is rows over the seconds of every samples and verdicts write, one `store.write` transaction per
+table and evaluation (80,000 rows), each timed whole: open and migrate, `store.upsert` (the rows' conversion to
+one Arrow batch, the key probe, the INSERT), the commit that checkpoints it into the file, and the close. Its CPU
+seconds are the process's (DuckDB's threads included); on a shared machine they are what an idle one's wall time
+would approach.
+
 Run: nice .venv/bin/python bench/bench_store.py            (the full store; about 2 GB of disk under --dir)
      .venv/bin/python bench/bench_store.py --tiny           (seconds: the suite runs this size)
 Targets on a 2-core machine: writes >= 100,000 rows/s; sql, runs, summary and check_intact < 2 s each; fit < 20 s;
