@@ -25,8 +25,11 @@ demo: install
 
 # The linter (ruff: pyflakes, pycodestyle, isort, bugbear, ...) and the type checker first; the import rules are
 # tests/test_architecture.py.
+# pytest in TEST_WORKERS processes (pytest-xdist), each test file whole in one of them (its module fixtures built
+# once), one torch thread each (tests/conftest.py): both cores busy without oversubscribing them.
+TEST_WORKERS ?= 2
 test: install lint typecheck
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
+import multiprocessing
 import os
+import runpy
 import subprocess
 import sys
+import tempfile
 import traceback
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
 import pytest
 
@@ -17,6 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # What `si-bench` sets when it starts, before any library loads tqdm (which reads it once, on import): commands run
 # in this process (run_cli) show only si-bench's own progress, as they do in their own process.
 os.environ.setdefault("TQDM_DISABLE", "1")
+# One torch thread per test process: the tiny models gain nothing from a second thread, and two threads spinning on two
+# cores shared with another test process (pytest -n 2) or a child process cost more than they give.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -118,12 +125,87 @@ def run_cli(*args: str, env: dict | None = None, check: bool = False) -> subproc
 
 
 def run_process(*args: str, env: dict | None = None, check: bool = False) -> subprocess.CompletedProcess:
-    """The real command line in a fresh process: for a process killed mid-work, or one that must not share this
-    one's state."""
-    full_env = {**os.environ, **(env or {})}
-    result = subprocess.run([sys.executable, "-m", "si_bench", *args], capture_output=True, text=True, env=full_env,
-                            cwd=ROOT)
+    """The real command line (`python -m si_bench ARGS`, the repository its working directory) in a process of its
+    own: for a process killed mid-work, or one that must not share this one's state."""
+    result = start_process(cli_process, list(args), env=env).wait()
+    result.args = ["si-bench", *args]
     return _checked(result, check)
+
+
+class Child:
+    """A process of its own running `target(*args)` with this process's environment plus `env`, the repository its
+    working directory and its stdout and stderr in files. It is forked from a server that has imported torch,
+    transformers, trl and lm-eval once (multiprocessing's forkserver, started with the environment the CLI sets before
+    its imports), so it starts in milliseconds rather than seconds; it shares nothing else with this process."""
+
+    def __init__(self, target: Callable[..., None], args: Sequence, env: dict | None):
+        self.folder = tempfile.TemporaryDirectory()
+        self.out, self.err = Path(self.folder.name, "stdout"), Path(self.folder.name, "stderr")
+        self.out.touch(), self.err.touch()
+        self.args = [target.__name__, *map(str, args)]
+        self.process = _process_context().Process(
+            target=_in_child, args=(target, args, {**os.environ, **(env or {})}, str(self.out), str(self.err)))
+        self.process.start()
+        self.pid = self.process.pid
+
+    def poll(self) -> int | None:
+        return self.process.exitcode
+
+    def wait(self, timeout: float | None = None) -> subprocess.CompletedProcess:
+        self.process.join(timeout)
+        if self.process.exitcode is None:
+            raise subprocess.TimeoutExpired(self.args, timeout or 0)
+        result = subprocess.CompletedProcess(self.args, self.process.exitcode, self.out.read_text(),
+                                             self.err.read_text())
+        self.folder.cleanup()
+        return result
+
+
+def start_process(target: Callable[..., None], *args, env: dict | None = None) -> Child:
+    """`target(*args)` (a module-level function) in a process of its own (see `Child`)."""
+    return Child(target, args, env)
+
+
+# What a fresh `python -m si_bench` imports before its first step, imported once by the process server.
+PRELOADED = ["torch", "transformers", "peft", "trl", "datasets", "lm_eval.evaluator", "duckdb", "pandas", "typer",
+             "rich"]
+
+
+@functools.lru_cache(maxsize=1)
+def _process_context():
+    import si_bench.cli  # noqa: F401 - sets the environment defaults the CLI sets before any library loads
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOADED)
+    return context
+
+
+def cli_process(args: list[str]) -> None:
+    """`python -m si_bench ARGS` as the interpreter runs it."""
+    sys.argv = ["si-bench", *args]
+    runpy.run_module("si_bench", run_name="__main__", alter_sys=True)
+
+
+def _in_child(target: Callable[..., None], args: Sequence, env: dict, out: str, err: str) -> None:
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(ROOT)
+    for fd, path in ((1, out), (2, err)):
+        file = os.open(path, os.O_WRONLY | os.O_TRUNC)
+        os.dup2(file, fd)
+        os.close(file)
+    try:
+        target(*args)
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    except BaseException:  # noqa: BLE001 - what the interpreter prints before it exits 1
+        traceback.print_exc()
+        code = 1
+    else:
+        code = 0
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # no multiprocessing exit handlers: the code is the target's own
 
 
 def _checked(result: subprocess.CompletedProcess, check: bool) -> subprocess.CompletedProcess:

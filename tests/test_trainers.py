@@ -9,14 +9,12 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, quiet, run_cli, run_process, table_rows
+from conftest import Child, quiet, run_cli, run_process, start_process, table_rows
 
 from si_bench import faults, locks, store
 from si_bench.api import import_store, run, train_round
@@ -242,21 +240,18 @@ def test_vanished_checkpoint_is_a_clear_error(scripted_reference, tmp_path):
         shutil.move(moved, path)
 
 
-def wait_until_stopped(process: subprocess.Popen, timeout: float = 120) -> None:
+def wait_until_stopped(process: Child, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while Path(f"/proc/{process.pid}/stat").read_text().split(")")[-1].split()[0] != "T":
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        assert process.poll() is None and time.monotonic() < deadline, process.wait()
         time.sleep(0.1)
 
 
-FIRST_WRITER = """
-import sys
-from scripted import scripted_sft
-from si_bench.api import run
-from si_bench.trainers.config import SelfImproveConfig
-with scripted_sft():
-    run(SelfImproveConfig.from_json(sys.argv[1]), db=sys.argv[2], workdir=sys.argv[3], log=print)
-"""
+def first_writer(config_json: str, db: str, workdir: str) -> None:
+    from scripted import scripted_sft
+
+    with scripted_sft():
+        run(SelfImproveConfig.from_json(config_json), db=db, workdir=workdir, log=print)
 
 
 def test_one_writer_per_run(scripted_reference, scripted, tmp_path):
@@ -264,10 +259,7 @@ def test_one_writer_per_run(scripted_reference, scripted, tmp_path):
     process, stopped mid-step), which then ends with exactly the steps its settings ask for."""
     src_db, run_id, expected = scripted_reference
     db, workdir = str(tmp_path / "si.duckdb"), str(tmp_path / "runs")
-    first = subprocess.Popen([sys.executable, "-c", FIRST_WRITER, scripted.to_json(), db, workdir], cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             env={**os.environ, "PYTHONPATH": str(ROOT / "tests"),
-                                  "SI_BENCH_FAIL_AT": "train_step:1:stop"})
+    first = start_process(first_writer, scripted.to_json(), db, workdir, env={"SI_BENCH_FAIL_AT": "train_step:1:stop"})
     try:
         wait_until_stopped(first)  # mid-step 1, holding the run
         assert f"pid {first.pid} " in locks.run_holder(db, run_id)
@@ -282,8 +274,8 @@ def test_one_writer_per_run(scripted_reference, scripted, tmp_path):
         assert snapshot(db) == before
     finally:
         os.kill(first.pid, signal.SIGCONT)
-    _, err = first.communicate(timeout=120)
-    assert first.returncode == 0, err
+    finished = first.wait(timeout=120)
+    assert finished.returncode == 0, finished.stderr
     assert snapshot(db) == expected
     assert store.query(db, "SELECT steps_done FROM runs").steps_done.tolist() == [2]
     assert locks.run_holder(db, run_id) is None  # an flock: gone with its process
