@@ -347,13 +347,11 @@ def upsert(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[dict[str, 
         appender.flush()
         return
     con.register(_BATCH, batch)
-    try:
-        [(repeated, stored)] = con.execute(_PROBE.format(batch=_BATCH, table=table, key=_names(key))).fetchall()
-        if not repeated:
-            verb = "INSERT OR REPLACE" if stored else "INSERT"
-            con.execute(f'{verb} INTO "{table}" ({_names(columns)}) SELECT * FROM {_BATCH}')
-    finally:
-        con.unregister(_BATCH)
+    [(repeated, stored)] = con.execute(_PROBE.format(batch=_BATCH, table=table, key=_names(key))).fetchall()
+    if not repeated:
+        verb = "INSERT OR REPLACE" if stored else "INSERT"
+        con.execute(f'{verb} INTO "{table}" ({_names(columns)}) SELECT * FROM {_BATCH}')
+    con.unregister(_BATCH)  # not on an error: DuckDB then allows nothing but the rollback, which the caller does
     if repeated:  # rare: the batch holds a key twice, and a batch insert would keep the first
         upsert(con, table, _last_per_key(rows, key))
 

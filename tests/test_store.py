@@ -84,6 +84,11 @@ def test_a_failed_write_leaves_nothing_half_written(tmp_path):
             store.upsert(con, "samples", rows[:500])
             store.upsert(con, "samples", [*rows[500:700], {**rows[700], "nll": "not a number"}, *rows[701:]])
     assert table(db, "samples", "prompt_id") == []
+    with pytest.raises(duckdb.ConversionException):  # a column all of one wrong type: the columnar batch fails
+        with store.write(db) as con:
+            store.upsert(con, "samples", rows[:500])
+            store.upsert(con, "samples", [{**row, "nll": "not a number"} for row in rows[500:]])
+    assert table(db, "samples", "prompt_id") == []
 
 
 def test_the_store_benchmark_runs_at_its_tiny_size(tmp_path, capsys, monkeypatch):
