@@ -293,11 +293,8 @@ class Evaluation:
         computed["verifier_signal"] = verifier_signal(computed)
         added = {name: computed[name] for name in missing if name in computed}
         with store.write(self.db) as con:
-            store.upsert(con, "metrics", self._metric_rows(added))
+            store.upsert(con, "metrics", metric_rows(self.eval_id, added))
         return added
-
-    def _metric_rows(self, metrics: dict[str, Measure]) -> list[dict]:
-        return metric_rows(self.eval_id, metrics)
 
     def _chunks(self, items: list) -> list[list]:
         size = self.cfg.chunk_prompts
@@ -411,7 +408,7 @@ class Evaluation:
         self.timings["measures_s"] = time.perf_counter() - started
         with store.write(self.db) as con:
             store.upsert(con, "picks", pick_rows(self.eval_id, [p.prompt_id for p in self.prompts], selection))
-            store.upsert(con, "metrics", self._metric_rows(metrics))
+            store.upsert(con, "metrics", metric_rows(self.eval_id, metrics))
             previous = store.fetch_one(con, "SELECT timings FROM evaluations WHERE eval_id = ?", [self.eval_id])[0]
             timings = {**json.loads(previous or "{}"), **{k: v for k, v in self.timings.items() if v > 0.01}}
             con.execute(
@@ -437,7 +434,7 @@ def measure(a: dict[str, np.ndarray], *, sigma: float, n_boot: int, seed: int) -
     selection = hybrid_best_of_n(a["score"], a["nll"], a["n_tokens"], sigma=sigma)
     metrics = compute_measures(
         a["nll"], a["n_tokens"], a["correct"], a["score"], selection,
-        [[x if x is not None else None for x in row] for row in a["answer"]],
+        [list(row) for row in a["answer"]],
         n_boot=n_boot, seed=seed, sigma=sigma,
     )
     metrics["verifier_signal"] = verifier_signal(metrics)

@@ -95,7 +95,9 @@ class Output:
                 "chat_template": self.results.get("chat_template_sha"),
                 "samples": self.digest}
 
+    @cached_property
     def rows(self) -> list[dict]:
+        """Its logged samples, parsed once (the checks and the measures both read them)."""
         rows = []
         for number, line in enumerate(self.samples.read_text(encoding="utf-8").splitlines(), start=1):
             if not line.strip():
@@ -252,7 +254,7 @@ def check_outputs(log: SolverLog, solver: Output, nll: Output, verifier: Output)
     expected_nll = {(p.doc["prompt_id"], k) for p in log.prompts for k, text in enumerate(p.texts) if text}
     expected_all = {(p.doc["prompt_id"], k) for p in log.prompts for k in range(len(p.texts))}
     for kind, output, expected in (("NLL", nll, expected_nll), ("verifier", verifier, expected_all)):
-        docs = [row["doc"] for row in output.rows()]
+        docs = [row["doc"] for row in output.rows]
         sources = {doc.get("source") for doc in docs}
         if sources != {log.digest}:
             raise SIBenchError(f"the {kind} output {output.samples} scored another solver output than "
@@ -294,7 +296,7 @@ def nll_arrays(log: SolverLog, nll: Output, tokenizer: str) -> tuple[np.ndarray,
     P, N = len(log.prompts), len(log.prompts[0].texts)
     values, n_tokens = np.zeros((P, N)), np.zeros((P, N), dtype=int)
     count = token_counter(tokenizer)
-    for row in nll.rows():
+    for row in nll.rows:
         doc, i = row["doc"], order[row["doc"]["prompt_id"]]
         try:
             values[i, doc["sample_idx"]] = float(row["nll"])
@@ -354,7 +356,7 @@ def verdict_grid(log: SolverLog, prompts: list[tuple[Prompt, str]], method: Veri
 def model_verdicts(log: SolverLog, method: VerifierMethod, verifier: Output) -> list[list[tuple[float, dict]]]:
     order = {p.doc["prompt_id"]: i for i, p in enumerate(log.prompts)}
     grid: list[list[Any]] = [[None] * len(p.texts) for p in log.prompts]
-    for row in verifier.rows():
+    for row in verifier.rows:
         try:
             logliks = [float(choice[0][0]) for choice in row["resps"]]
         except (KeyError, TypeError, ValueError, IndexError):

@@ -337,13 +337,13 @@ def upsert(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[dict[str, 
     columns = list(rows[0])
     con.complete()  # a caller's unread result (execute(...).fetchone()) ends first, as executemany ended it
     key = primary_key(con, table)
-    cells = {c: _cells(list(map(itemgetter(c), rows))) for c in columns}
+    cells = _columns(rows, columns)
     if len(rows) >= BULK_ROWS:
         con.execute("SET max_vacuum_tasks = 0")
     batch = _arrow(cells)
     if batch is None:
         appender = con.appender(table, columns=columns, action="upsert")
-        appender.append_rows(zip(*_cells_of(_last_per_key(rows, key), columns), strict=True))
+        appender.append_rows(zip(*_columns(_last_per_key(rows, key), columns).values(), strict=True))
         appender.flush()
         return
     con.register(_BATCH, batch)
@@ -381,8 +381,9 @@ def _arrow(cells: dict[str, list]) -> Any:
         return None
 
 
-def _cells_of(rows: Sequence[dict[str, Any]], columns: list[str]) -> list[list]:
-    return [_cells(list(map(itemgetter(c), rows))) for c in columns]
+def _columns(rows: Sequence[dict[str, Any]], columns: list[str]) -> dict[str, list]:
+    """Each column's cells, converted (`_cells`), in row order."""
+    return {c: _cells(list(map(itemgetter(c), rows))) for c in columns}
 
 
 def _names(columns: Sequence[str]) -> str:

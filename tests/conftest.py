@@ -117,7 +117,7 @@ def run_cli(*args: str, env: dict | None = None, check: bool = False) -> subproc
             main()
             code = 0
         except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+            code = _exit_code(stop)
         except Exception:  # noqa: BLE001 (what a process would print before dying: the tests look for it)
             traceback.print_exc(file=err)
             code = 1
@@ -197,7 +197,7 @@ def _in_child(target: Callable[..., None], args: Sequence, env: dict, out: str, 
     try:
         target(*args)
     except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        code = _exit_code(stop)
     except BaseException:  # noqa: BLE001 - what the interpreter prints before it exits 1
         traceback.print_exc()
         code = 1
@@ -206,6 +206,11 @@ def _in_child(target: Callable[..., None], args: Sequence, env: dict, out: str, 
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # no multiprocessing exit handlers: the code is the target's own
+
+
+def _exit_code(stop: SystemExit) -> int:
+    """The status a process ending with `stop` exits with (an int as it is, None 0, anything else 1)."""
+    return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
 
 
 def _checked(result: subprocess.CompletedProcess, check: bool) -> subprocess.CompletedProcess:
